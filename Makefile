@@ -1,0 +1,43 @@
+# Two commands for a fresh machine: `make run` (the default campaign) and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+export KEDRO_DISABLE_TELEMETRY := true
+export TORCHANI_NO_WARN_EXTENSIONS := 1
+export OMP_NUM_THREADS ?= 1
+
+.PHONY: install run resume test lint bench notebook mlflow-ui clean-campaign
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# torch first, pinned, so nothing below can pull a CUDA build
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e ".[dev,notebook]"
+	touch $@
+
+install: $(BIN)/.installed
+
+## The default campaign (SN2) on embedded defaults; resumes an interrupted one.
+run: install
+	$(BIN)/kedro run --only-missing-outputs
+
+test: install
+	$(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/ruff check src tests benchmarks
+
+bench: install
+	$(BIN)/python benchmarks/training.py
+
+notebook: install
+	$(BIN)/kedro jupyter lab
+
+mlflow-ui: install
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db
+
+## Remove what a campaign computed (the label cache is kept: labels are never recomputed).
+clean-campaign:
+	rm -rf data/0[2-8]_*/* mlflow.db mlartifacts
+	for d in data/0[2-8]_*; do touch $$d/.gitkeep; done

@@ -1,0 +1,42 @@
+"""TorchANI committee checkpoints (``torch.save`` / ``torch.load(weights_only=True)``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from kedro.io import AbstractDataset, DatasetError
+
+from reactive_al.models import Committee
+
+
+class CommitteeCheckpointDataset(AbstractDataset[Committee, Committee]):
+    """A :class:`~reactive_al.models.Committee` stored as a plain checkpoint dict."""
+
+    def __init__(self, filepath: str, metadata: dict[str, Any] | None = None):
+        self._filepath = Path(filepath)
+        self.metadata = metadata
+
+    def load(self) -> Committee:
+        """Rebuild the committee; only tensors and plain types are unpickled."""
+        if not self._filepath.exists():
+            raise DatasetError(f"{self._filepath}: checkpoint not found")
+        ckpt = torch.load(self._filepath, map_location="cpu", weights_only=True)
+        try:
+            return Committee.from_checkpoint(ckpt)
+        except (ValueError, KeyError, RuntimeError) as exc:
+            raise DatasetError(f"{self._filepath}: {exc}") from exc
+
+    def save(self, data: Committee) -> None:
+        """Write the checkpoint atomically."""
+        self._filepath.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self._filepath.with_suffix(self._filepath.suffix + ".tmp")
+        torch.save(data.to_checkpoint(), tmp)
+        tmp.replace(self._filepath)
+
+    def _exists(self) -> bool:
+        return self._filepath.exists()
+
+    def _describe(self) -> dict[str, Any]:
+        return {"filepath": str(self._filepath)}

@@ -1,0 +1,54 @@
+"""Lists of ``ase.Atoms`` stored as extended XYZ; labels survive through SinglePointCalculator."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ase import Atoms
+from kedro.io import AbstractDataset, DatasetError
+
+
+class ExtXYZDataset(AbstractDataset[list[Atoms], list[Atoms]]):
+    """A frame list in one extxyz file.
+
+    Energies, forces (and stress) attached through a calculator are written by ASE and read
+    back as a ``SinglePointCalculator``, so ``atoms.get_forces()`` works after a round trip;
+    ``atoms.info`` carries metadata (origin, iteration, uncertainty, QM provenance). An empty
+    list is stored as an empty file.
+    """
+
+    def __init__(self, filepath: str, metadata: dict[str, Any] | None = None):
+        self._filepath = Path(filepath)
+        self.metadata = metadata
+
+    def load(self) -> list[Atoms]:
+        """Read every frame of the file."""
+        from ase.io import read
+
+        if not self._filepath.exists():
+            raise DatasetError(f"{self._filepath}: file not found")
+        if self._filepath.stat().st_size == 0:
+            return []
+        try:
+            return list(read(self._filepath, index=":", format="extxyz"))
+        except Exception as exc:
+            raise DatasetError(f"{self._filepath}: cannot read extxyz ({exc})") from exc
+
+    def save(self, data: list[Atoms]) -> None:
+        """Write the frames atomically (a partial file never replaces a good one)."""
+        from ase.io import write
+
+        self._filepath.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self._filepath.with_suffix(self._filepath.suffix + ".tmp")
+        if data:
+            write(tmp, list(data), format="extxyz")
+        else:
+            tmp.write_text("")
+        tmp.replace(self._filepath)
+
+    def _exists(self) -> bool:
+        return self._filepath.exists()
+
+    def _describe(self) -> dict[str, Any]:
+        return {"filepath": str(self._filepath)}

@@ -1,0 +1,177 @@
+"""Label a batch of structures: validate, look up the cache, compute the rest in parallel.
+
+Parallelism is inside this one call, with Dask: an embedded ``LocalCluster`` (one thread per
+worker process) by default, or an existing scheduler address. Results are written to the cache
+as each finishes, so an interrupted batch loses only the calculations in flight.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from ase import Atoms
+from ase.calculators.singlepoint import SinglePointCalculator
+
+from reactive_al.oracles.cache import LabelCache, label_key
+from reactive_al.oracles.pyscf_oracle import OracleError, pyscf_single_point
+from reactive_al.systems import DEFAULT_MIN_DISTANCE, SystemDefinitionError, check_structure
+
+log = logging.getLogger(__name__)
+
+
+class FailureBudgetExceeded(RuntimeError):
+    """Too many structures of a batch failed: the campaign is failing systematically."""
+
+
+@dataclass
+class LabelingConfig:
+    """How to run the oracle: QM settings, parallelism, cache and failure budget."""
+
+    charge: int
+    multiplicity: int
+    level: dict[str, Any]
+    cache_path: str = "data/02_intermediate/label_cache.db"
+    scheduler: str = "local"  # "local" (embedded LocalCluster), "synchronous", or an address
+    n_workers: int = 2
+    omp_threads: int = 1
+    min_distance: float = DEFAULT_MIN_DISTANCE
+    max_failure_fraction: float = 0.5
+    progress: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def settings(self) -> dict[str, Any]:
+        """Every setting that changes a label's value (part of the cache key)."""
+        import pyscf
+
+        return {**self.level, "program": "pyscf", "program_version": pyscf.__version__}
+
+
+def compute_label(
+    numbers: list[int], positions: list[list[float]], charge: int, multiplicity: int,
+    level: dict[str, Any], omp_threads: int,
+) -> dict[str, Any]:
+    """Run one QM single point; return a label record or a failure record (never raises)."""
+    atoms = Atoms(numbers=numbers, positions=positions, pbc=False)
+    try:
+        out = pyscf_single_point(atoms, charge, multiplicity, omp_threads=omp_threads, **level)
+    except OracleError as exc:
+        return {"status": "failed", "category": exc.category, "message": exc.message}
+    except Exception as exc:  # a label failure must never kill the campaign
+        return {"status": "failed", "category": "exception",
+                "message": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"}
+    return {"status": "ok", **out}
+
+
+def _attach(atoms: Atoms, record: dict[str, Any], key: str) -> Atoms:
+    out = atoms.copy()
+    out.calc = SinglePointCalculator(out, energy=record["energy"], forces=np.asarray(record["forces"]))
+    out.info.update(record.get("provenance", {}))
+    out.info["label_key"] = key
+    return out
+
+
+def _run_parallel(jobs: dict[str, Atoms], cfg: LabelingConfig, cache: LabelCache):
+    """Compute missing labels, yielding (key, record) as each finishes."""
+    args = {
+        k: (a.get_atomic_numbers().tolist(), a.get_positions().tolist(),
+            cfg.charge, cfg.multiplicity, cfg.level, cfg.omp_threads)
+        for k, a in jobs.items()
+    }
+    if cfg.scheduler == "synchronous" or (cfg.scheduler == "local" and
+                                          (cfg.n_workers <= 1 or len(jobs) <= 1)):
+        for k, a in args.items():
+            yield k, compute_label(*a)
+        return
+    from dask.distributed import Client, LocalCluster, as_completed
+
+    if cfg.scheduler == "local":
+        cluster = LocalCluster(
+            n_workers=min(cfg.n_workers, len(jobs)), threads_per_worker=1, processes=True,
+            dashboard_address=None, silence_logs=logging.ERROR,
+        )
+        client = Client(cluster)
+    else:
+        cluster, client = None, Client(cfg.scheduler)
+    try:
+        futures = {client.submit(compute_label, *a, pure=False): k for k, a in args.items()}
+        for fut in as_completed(futures):
+            yield futures[fut], fut.result()
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def label_structures(
+    frames: Iterable[Atoms], cfg: LabelingConfig
+) -> tuple[list[Atoms], list[dict[str, Any]]]:
+    """Label ``frames`` with the QM oracle, reusing and filling the cache.
+
+    Returns (labeled frames in input order, failure records). A structure that fails
+    validation or QM is recorded with its cause and left out of the labeled list. Raises
+    :class:`FailureBudgetExceeded` (after caching every finished label) if more than
+    ``max_failure_fraction`` of a batch of at least four structures failed.
+    """
+    from tqdm.auto import tqdm
+
+    frames = list(frames)
+    cache = LabelCache(cfg.cache_path)
+    settings = cfg.settings()
+    keys: list[str | None] = []
+    records: dict[str, dict[str, Any]] = {}
+    failures: list[dict[str, Any]] = []
+    jobs: dict[str, Atoms] = {}
+    for i, atoms in enumerate(frames):
+        where = f"frame {i} ({atoms.info.get('origin', 'unknown origin')})"
+        try:
+            check_structure(atoms, where, cfg.charge, cfg.multiplicity, cfg.min_distance)
+        except SystemDefinitionError as exc:
+            failures.append({"index": i, "origin": atoms.info.get("origin"),
+                             "category": "geometry_invalid", "message": str(exc)})
+            keys.append(None)
+            continue
+        mol = atoms.copy()
+        mol.pbc = False  # molecules go to the oracle non-periodic
+        key = label_key(mol, cfg.charge, cfg.multiplicity, settings)
+        keys.append(key)
+        if key in records or key in jobs:
+            continue
+        hit = cache.get(key)
+        if hit is not None:
+            records[key] = hit
+        else:
+            jobs[key] = mol
+    n_hits = len(records)
+    if jobs:
+        log.info("labeling %d structures (%d cache hits) with %s on %s",
+                 len(jobs), n_hits, cfg.level, cfg.scheduler)
+        bar = tqdm(total=len(jobs), desc="QM labels", disable=not cfg.progress, leave=False)
+        for key, record in _run_parallel(jobs, cfg, cache):
+            cache.put(key, jobs[key], record)
+            records[key] = record
+            bar.update(1)
+        bar.close()
+    labeled: list[Atoms] = []
+    for i, (atoms, key) in enumerate(zip(frames, keys, strict=True)):
+        if key is None:
+            continue
+        rec = records[key]
+        if rec["status"] == "ok":
+            labeled.append(_attach(atoms, rec, key))
+        else:
+            failures.append({"index": i, "origin": atoms.info.get("origin"), "label_key": key,
+                             "category": rec.get("category", "exception"),
+                             "message": rec.get("message", "")})
+    log.info("labeled %d/%d structures (%d from cache, %d failed)",
+             len(labeled), len(frames), n_hits, len(failures))
+    if len(frames) >= 4 and len(failures) > cfg.max_failure_fraction * len(frames):
+        causes = sorted({f["category"] for f in failures})
+        raise FailureBudgetExceeded(
+            f"{len(failures)} of {len(frames)} structures failed ({', '.join(causes)}), more "
+            f"than the failure budget {cfg.max_failure_fraction:.0%}; finished labels are cached"
+        )
+    return labeled, failures

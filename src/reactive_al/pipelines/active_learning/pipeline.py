@@ -1,0 +1,76 @@
+"""Wiring of the ``active_learning`` pipeline from one iteration template.
+
+Iteration k trains on ``labeled_set_k``, evaluates, explores with the new committee, selects
+and labels a batch, and writes ``labeled_set_{k+1}``; the last iteration trains and evaluates
+only. Every iteration is the same template under the namespace ``iter_NN``.
+"""
+
+from __future__ import annotations
+
+from functools import partial, update_wrapper
+
+from kedro.pipeline import Pipeline, node
+
+from reactive_al.pipelines.active_learning.nodes import (
+    finalize,
+    learning_curve,
+    summarize_iteration,
+)
+from reactive_al.pipelines.evaluation import create_pipeline as evaluation_pipeline
+from reactive_al.pipelines.labeling.nodes import label_frames, merge_labeled
+from reactive_al.pipelines.labeling.pipeline import QM_PARAMS
+from reactive_al.pipelines.selection import create_pipeline as selection_pipeline
+from reactive_al.pipelines.training import create_pipeline as training_pipeline
+
+
+def _at(iteration: int):
+    summarize = partial(summarize_iteration, iteration=iteration)
+    return update_wrapper(summarize, summarize_iteration)
+
+
+def iteration_template(iteration: int, acquire: bool) -> Pipeline:
+    """One AL iteration, un-namespaced: inputs ``labeled_set``, ``test_set``, ``md_seeds``."""
+    pipe = training_pipeline() + evaluation_pipeline()
+    if not acquire:
+        return pipe + Pipeline([
+            node(_at(iteration), ["metrics", "committee", "labeled_set"], "summary",
+                 name="summarize_iteration"),
+        ])
+    return pipe + selection_pipeline() + Pipeline([
+        node(label_frames, ["selected", *QM_PARAMS], ["new_labels", "label_failures"],
+             name="label_selected"),
+        node(merge_labeled, ["labeled_set", "new_labels"], "next_labeled_set",
+             name="merge_labeled"),
+        node(_at(iteration),
+             ["metrics", "committee", "labeled_set", "exploration_stats", "selection_stats",
+              "selected", "label_failures"],
+             "summary", name="summarize_iteration"),
+    ])
+
+
+def create_pipeline(n_iterations: int = 5, **kwargs) -> Pipeline:
+    """``n_iterations`` namespaced iterations chained through ``labeled_set_{k}``."""
+    if n_iterations < 1:
+        raise ValueError("parameters_active_learning.yml: n_iterations must be >= 1")
+    iterations = []
+    for k in range(n_iterations):
+        last = k == n_iterations - 1
+        template = iteration_template(k, acquire=not last)
+        params = {p.split(":", 1)[1] for p in template.inputs() if p.startswith("params:")}
+        outputs = {} if last else {"next_labeled_set": f"labeled_set_{k + 1}"}
+        iterations.append(Pipeline(
+            template,
+            namespace=f"iter_{k:02d}",
+            inputs={"labeled_set": f"labeled_set_{k}", "test_set": "test_set",
+                    **({} if last else {"md_seeds": "md_seeds"})},
+            outputs=outputs,
+            parameters=params,
+        ))
+    ns_last = f"iter_{n_iterations - 1:02d}"
+    wrap_up = Pipeline([
+        node(learning_curve, [f"iter_{k:02d}.summary" for k in range(n_iterations)],
+             ["learning_curve", "learning_curve_plot"], name="learning_curve"),
+        node(finalize, [f"labeled_set_{n_iterations - 1}", f"{ns_last}.committee"],
+             ["labeled_set", "committee"], name="publish_campaign_result"),
+    ])
+    return sum(iterations, Pipeline([])) + wrap_up

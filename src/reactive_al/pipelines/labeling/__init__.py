@@ -1,0 +1,5 @@
+"""QM labels (PySCF) for structure pools, cached and in parallel."""
+
+from reactive_al.pipelines.labeling.pipeline import create_pipeline
+
+__all__ = ["create_pipeline"]

@@ -1,0 +1,19 @@
+"""Nodes of the ``training`` pipeline."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ase import Atoms
+
+from reactive_al.models import Committee, CommitteeSpec, TrainingConfig, train_committee
+from reactive_al.systems import load_system
+
+
+def train(
+    labeled_set: list[Atoms], system: str, systems: dict[str, Any], training: dict[str, Any]
+) -> Committee:
+    """Train a committee for the system's elements and level of theory on ``labeled_set``."""
+    rs = load_system(system, systems)
+    spec = CommitteeSpec(symbols=rs.symbols, lot=rs.level.name, **training["model"])
+    return train_committee(labeled_set, spec, TrainingConfig(**training["fit"]))

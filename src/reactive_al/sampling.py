@@ -1,0 +1,140 @@
+"""Structure generators that need no model: displacements, normal-mode-like, IDPP path.
+
+Every generated structure records ``origin`` (how it was made) and ``subset`` (``reactant``,
+``product`` or ``path``: the region of the reaction it represents) in ``atoms.info``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from ase import Atoms
+from ase.neighborlist import natural_cutoffs, neighbor_list
+from ase.units import kB
+
+#: Spring constants (eV/Å²) of the harmonic model behind normal-mode-like sampling.
+BOND_SPRING = 25.0
+NONBOND_SPRING = 1.5
+NONBOND_RANGE = 3.5
+
+
+def _tagged(atoms: Atoms, origin: str, subset: str) -> Atoms:
+    out = atoms.copy()
+    out.calc = None
+    out.info = {k: v for k, v in atoms.info.items() if k in ("charge", "multiplicity", "system")}
+    out.info.update({"origin": origin, "subset": subset})
+    return out
+
+
+def random_displacements(
+    atoms: Atoms, n: int, sigma: float, rng: np.random.Generator, subset: str
+) -> list[Atoms]:
+    """``n`` copies with independent Gaussian displacements of ``sigma`` Å per coordinate."""
+    frames = []
+    for _ in range(n):
+        a = _tagged(atoms, f"{subset}/displaced", subset)
+        a.positions += rng.normal(0.0, sigma, a.positions.shape)
+        frames.append(a)
+    return frames
+
+
+def harmonic_modes(atoms: Atoms) -> tuple[np.ndarray, np.ndarray]:
+    """Vibrational modes of a spring model: bonds (natural cutoffs) plus weak contacts.
+
+    Returns (ω² in eV/(Å²·amu), Cartesian displacement vectors [n_modes, N, 3]) for the
+    non-rigid modes; the six (five if linear) rigid-body modes are dropped.
+    """
+    n = len(atoms)
+    i_b, j_b = neighbor_list("ij", atoms, natural_cutoffs(atoms, mult=1.15))
+    bonded = {(int(i), int(j)) for i, j in zip(i_b, j_b, strict=True)}
+    hess = np.zeros((3 * n, 3 * n))
+    pos = atoms.positions
+    for i in range(n):
+        for j in range(i + 1, n):
+            r = pos[j] - pos[i]
+            d = np.linalg.norm(r)
+            if (i, j) in bonded:
+                k = BOND_SPRING
+            elif d < NONBOND_RANGE:
+                k = NONBOND_SPRING
+            else:
+                continue
+            block = k * np.outer(r, r) / d**2
+            for a, b, s in ((i, i, 1), (j, j, 1), (i, j, -1), (j, i, -1)):
+                hess[3 * a:3 * a + 3, 3 * b:3 * b + 3] += s * block
+    inv_sqrt_m = 1.0 / np.sqrt(np.repeat(atoms.get_masses(), 3))
+    mw = hess * inv_sqrt_m[:, None] * inv_sqrt_m[None, :]
+    w2, vecs = np.linalg.eigh(mw)
+    keep = w2 > 1e-6 * max(w2.max(), 1e-12)
+    modes = (vecs[:, keep] * inv_sqrt_m[:, None]).T.reshape(-1, n, 3)
+    return w2[keep], modes
+
+
+def normal_mode_perturbations(
+    atoms: Atoms, n: int, temperature_K: float, rng: np.random.Generator, subset: str
+) -> list[Atoms]:
+    """``n`` classical thermal samples along the harmonic model's normal modes.
+
+    Each mode coordinate q_k is drawn from N(0, k_B T / ω_k²), so stiff bonds move little and
+    soft modes (the ion–molecule distance, bends) move more, as they would at ``temperature_K``.
+    """
+    w2, modes = harmonic_modes(atoms)
+    frames = []
+    for _ in range(n):
+        q = rng.normal(0.0, np.sqrt(kB * temperature_K / w2))
+        a = _tagged(atoms, f"{subset}/normal_mode", subset)
+        # modes are orthonormal in mass-weighted space; q is in Å·√amu
+        a.positions += np.tensordot(q, modes, axes=1)
+        frames.append(a)
+    return frames
+
+
+def idpp_path(reactant: Atoms, product: Atoms, n_images: int) -> list[Atoms]:
+    """Interior images of an image-dependent pair potential (IDPP) interpolation."""
+    from ase.mep import NEB
+
+    images = [reactant.copy()] + [reactant.copy() for _ in range(n_images)] + [product.copy()]
+    neb = NEB(images)
+    neb.interpolate(method="idpp")
+    return [_tagged(img, "path/idpp", "path") for img in images[1:-1]]
+
+
+def path_perturbations(
+    path: list[Atoms], n_per_image: int, sigma: float, rng: np.random.Generator
+) -> list[Atoms]:
+    """Gaussian perturbations (``sigma`` Å) of each path image."""
+    frames = []
+    for img in path:
+        for _ in range(n_per_image):
+            a = _tagged(img, "path/idpp_displaced", "path")
+            a.positions += rng.normal(0.0, sigma, a.positions.shape)
+            frames.append(a)
+    return frames
+
+
+def structure_set(
+    reactant: Atoms,
+    product: Atoms | None,
+    n_displaced: int,
+    n_normal_mode: int,
+    n_path_images: int,
+    n_path_perturbed: int,
+    sigma: float,
+    temperature_K: float,
+    rng: np.random.Generator,
+    include_path_images: bool = True,
+) -> list[Atoms]:
+    """A mixed set: displaced and normal-mode samples of each well, plus path structures.
+
+    Without a product only the reactant well is sampled.
+    """
+    wells = [("reactant", reactant)] + ([("product", product)] if product is not None else [])
+    frames: list[Atoms] = []
+    for subset, geom in wells:
+        frames += random_displacements(geom, n_displaced, sigma, rng, subset)
+        frames += normal_mode_perturbations(geom, n_normal_mode, temperature_K, rng, subset)
+    if product is not None and n_path_images > 0:
+        path = idpp_path(reactant, product, n_path_images)
+        if include_path_images:
+            frames += path
+        frames += path_perturbations(path, n_path_perturbed, sigma, rng)
+    return frames

@@ -1,0 +1,234 @@
+"""Reaction definitions: reading, validating and describing a reactive system.
+
+A system is configuration, not code: a name, a reactant geometry file (and optionally a product
+geometry file with the same atoms in the same order), the total charge, the spin multiplicity
+and a level of theory. Every problem found here is reported as one line naming the file (or the
+configuration key) and the problem, before any quantum chemistry runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from ase import Atoms
+from ase.data import atomic_numbers, chemical_symbols
+
+#: Atoms closer than this (Å) make a geometry physically invalid.
+DEFAULT_MIN_DISTANCE = 0.5
+
+
+class SystemDefinitionError(ValueError):
+    """A reaction definition or geometry that cannot be used; the message is one line."""
+
+
+@dataclass(frozen=True)
+class LevelOfTheory:
+    """Quantum-chemistry settings that change a label's value."""
+
+    method: str = "b3lyp"
+    basis: str = "6-31+g*"
+    grid_level: int = 3
+    conv_tol: float = 1e-8
+    density_fit: bool = False
+
+    @property
+    def name(self) -> str:
+        """Short name used in provenance and by TorchANI (``method-basis``)."""
+        return f"{self.method}-{self.basis}".lower()
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain-dict form (for caching keys, provenance and MLflow)."""
+        return {
+            "method": self.method.lower(),
+            "basis": self.basis.lower(),
+            "grid_level": int(self.grid_level),
+            "conv_tol": float(self.conv_tol),
+            "density_fit": bool(self.density_fit),
+        }
+
+
+@dataclass(frozen=True)
+class ReactionSystem:
+    """A validated reaction: end-point geometries, charge, multiplicity, level of theory."""
+
+    name: str
+    reactant: Atoms
+    charge: int
+    multiplicity: int
+    level: LevelOfTheory
+    product: Atoms | None = None
+    description: str = ""
+    reactant_file: str = ""
+    product_file: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def symbols(self) -> list[str]:
+        """Sorted unique element symbols of the system (the model's element set)."""
+        return sorted(set(self.reactant.get_chemical_symbols()), key=atomic_numbers.get)
+
+    def tag(self, atoms: Atoms) -> Atoms:
+        """Attach charge and multiplicity to a structure's ``info`` and return it."""
+        atoms.info["charge"] = self.charge
+        atoms.info["multiplicity"] = self.multiplicity
+        atoms.info["system"] = self.name
+        return atoms
+
+
+def _read_geometry(path: Path) -> Atoms:
+    from ase.io import read
+
+    if not path.is_file():
+        raise SystemDefinitionError(f"{path}: geometry file not found")
+    try:
+        atoms = read(path, index=0)
+    except Exception as exc:  # ASE raises many kinds for unparsable files
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise SystemDefinitionError(f"{path}: cannot read geometry ({first})") from exc
+    if not isinstance(atoms, Atoms):
+        raise SystemDefinitionError(f"{path}: no structure found")
+    atoms.pbc = False
+    return atoms
+
+
+def check_structure(
+    atoms: Atoms,
+    where: str,
+    charge: int,
+    multiplicity: int,
+    min_distance: float = DEFAULT_MIN_DISTANCE,
+) -> None:
+    """Raise :class:`SystemDefinitionError` if a structure cannot be given to an oracle.
+
+    Checks: non-empty, known elements, finite coordinates, charge/multiplicity parity,
+    and no pair of atoms closer than ``min_distance`` Å. ``where`` names the structure in the
+    message (a file path or a frame identifier).
+    """
+    if len(atoms) == 0:
+        raise SystemDefinitionError(f"{where}: empty structure")
+    numbers = atoms.get_atomic_numbers()
+    bad = [int(z) for z in numbers if z <= 0 or z >= len(chemical_symbols)]
+    if bad:
+        raise SystemDefinitionError(f"{where}: unknown element (atomic number {bad[0]})")
+    pos = atoms.get_positions()
+    if not np.all(np.isfinite(pos)):
+        raise SystemDefinitionError(f"{where}: non-finite (NaN/inf) coordinates")
+    if multiplicity < 1:
+        raise SystemDefinitionError(f"{where}: spin multiplicity must be >= 1, got {multiplicity}")
+    n_electrons = int(numbers.sum()) - int(charge)
+    if n_electrons < 0:
+        raise SystemDefinitionError(f"{where}: charge {charge} leaves {n_electrons} electrons")
+    if (n_electrons - (multiplicity - 1)) % 2 != 0 or multiplicity - 1 > n_electrons:
+        raise SystemDefinitionError(
+            f"{where}: charge {charge} and multiplicity {multiplicity} are impossible "
+            f"with {n_electrons} electrons (parity)"
+        )
+    if len(atoms) > 1:
+        d = np.linalg.norm(pos[:, None, :] - pos[None, :, :], axis=-1)
+        iu = np.triu_indices(len(atoms), k=1)
+        k = int(np.argmin(d[iu]))
+        if d[iu][k] < min_distance:
+            i, j = int(iu[0][k]), int(iu[1][k])
+            raise SystemDefinitionError(
+                f"{where}: atoms {i} ({atoms[i].symbol}) and {j} ({atoms[j].symbol}) are "
+                f"{d[iu][k]:.3f} Å apart (minimum {min_distance} Å)"
+            )
+
+
+def _unknown_symbols(path: Path) -> str | None:
+    """Return the first element symbol in an xyz file that is not a chemical element."""
+    if path.suffix.lower() != ".xyz":
+        return None
+    lines = path.read_text().splitlines()
+    for line in lines[2:]:
+        parts = line.split()
+        if parts and parts[0] not in atomic_numbers and not parts[0].isdigit():
+            return parts[0]
+    return None
+
+
+def load_system(
+    name: str,
+    systems: dict[str, dict[str, Any]],
+    project_root: str | Path = ".",
+    min_distance: float = DEFAULT_MIN_DISTANCE,
+) -> ReactionSystem:
+    """Build and validate the system ``name`` from the ``systems`` configuration mapping.
+
+    Geometry paths are relative to ``project_root``. Raises :class:`SystemDefinitionError` with a
+    one-line message naming the file or configuration entry and the problem.
+    """
+    if name not in systems:
+        known = ", ".join(sorted(systems)) or "none"
+        raise SystemDefinitionError(
+            f"conf/base/parameters_systems.yml: unknown system '{name}' (defined: {known})"
+        )
+    spec = dict(systems[name])
+    where_conf = f"conf/base/parameters_systems.yml: systems.{name}"
+    for key in ("reactant", "charge", "multiplicity"):
+        if key not in spec:
+            raise SystemDefinitionError(f"{where_conf}: missing required key '{key}'")
+    root = Path(project_root)
+    reactant_path = root / spec["reactant"]
+    bad_symbol = _unknown_symbols(reactant_path) if reactant_path.is_file() else None
+    if bad_symbol:
+        raise SystemDefinitionError(f"{reactant_path}: unknown element '{bad_symbol}'")
+    reactant = _read_geometry(reactant_path)
+    try:
+        charge, mult = int(spec["charge"]), int(spec["multiplicity"])
+    except (TypeError, ValueError) as exc:
+        raise SystemDefinitionError(f"{where_conf}: charge and multiplicity must be integers") from exc
+    check_structure(reactant, str(reactant_path), charge, mult, min_distance)
+
+    product = None
+    product_path = ""
+    if spec.get("product"):
+        p = root / spec["product"]
+        product_path = str(p)
+        bad_symbol = _unknown_symbols(p) if p.is_file() else None
+        if bad_symbol:
+            raise SystemDefinitionError(f"{p}: unknown element '{bad_symbol}'")
+        product = _read_geometry(p)
+        check_structure(product, str(p), charge, mult, min_distance)
+        if product.get_chemical_symbols() != reactant.get_chemical_symbols():
+            raise SystemDefinitionError(
+                f"{p}: atoms differ from the reactant {reactant_path} "
+                "(same elements in the same order are required)"
+            )
+
+    lot_spec = dict(spec.get("level_of_theory", {}))
+    unknown = set(lot_spec) - set(LevelOfTheory.__dataclass_fields__)
+    if unknown:
+        raise SystemDefinitionError(
+            f"{where_conf}.level_of_theory: unknown setting(s) {sorted(unknown)}"
+        )
+    level = LevelOfTheory(**lot_spec)
+    _check_basis(level.basis, sorted(set(reactant.get_chemical_symbols())), where_conf)
+    known_keys = {"reactant", "product", "charge", "multiplicity", "level_of_theory", "description"}
+    return ReactionSystem(
+        name=name,
+        reactant=reactant,
+        product=product,
+        charge=charge,
+        multiplicity=mult,
+        level=level,
+        description=str(spec.get("description", "")),
+        reactant_file=str(reactant_path),
+        product_file=product_path,
+        extra={k: v for k, v in spec.items() if k not in known_keys},
+    )
+
+
+def _check_basis(basis: str, symbols: list[str], where: str) -> None:
+    from pyscf.gto import basis as pyscf_basis
+
+    for sym in symbols:
+        try:
+            pyscf_basis.load(basis, sym)
+        except Exception as exc:
+            raise SystemDefinitionError(
+                f"{where}.level_of_theory: basis '{basis}' has no functions for {sym}"
+            ) from exc
