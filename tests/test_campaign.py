@@ -1,0 +1,139 @@
+"""End-to-end: a real (HF/STO-3G, H + H2) campaign through `kedro run`, then each pipeline alone."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .conftest import PROJECT_ROOT
+
+pytestmark = pytest.mark.slow
+
+LOCAL_PARAMS = """
+system: h3_exchange
+data_engineering:
+  initial: {n_displaced: 2, n_normal_mode: 2}
+  test: {n_displaced: 2, n_normal_mode: 2, n_path_images: 3, n_path_perturbed: 1}
+  md_seed_path_images: 1
+labeling: {scheduler: synchronous, progress: false}
+training:
+  model: {ensemble_size: 2, hidden: [16]}
+  fit: {max_epochs: 60, patience: 30, batch_size: 16}
+selection:
+  batch_size: 4
+  walkers: {n_steps: 60, temperatures_K: [300], sample_every: 5}
+active_learning: {n_iterations: 2}
+"""
+
+
+def kedro(project: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "true", "OMP_NUM_THREADS": "1"}
+    exe = Path(sys.executable).with_name("kedro")
+    return subprocess.run([str(exe), "run", *args], cwd=project, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("project")
+    shutil.copytree(PROJECT_ROOT / "conf", root / "conf",
+                    ignore=shutil.ignore_patterns("local"))
+    (root / "conf/local").mkdir()
+    (root / "conf/local/parameters_test.yml").write_text(LOCAL_PARAMS)
+    shutil.copytree(PROJECT_ROOT / "data/01_raw", root / "data/01_raw")
+    shutil.copy(PROJECT_ROOT / "pyproject.toml", root)
+    shutil.copytree(PROJECT_ROOT / "src", root / "src",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    result = kedro(root)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return root
+
+
+def _frames(path: Path) -> int:
+    from ase.io import read
+
+    return len(read(path, index=":"))
+
+
+def test_campaign_grows_labels_trains_and_tracks(project):
+    data = project / "data"
+    assert _frames(data / "03_primary/labeled_set_0.extxyz") == 8
+    assert _frames(data / "03_primary/labeled_set_1.extxyz") > 8
+    assert _frames(data / "03_primary/labeled_set.extxyz") == _frames(
+        data / "03_primary/labeled_set_1.extxyz")
+    new = data / "03_primary/iter_00/new_labels.extxyz"
+    from ase.io import read
+
+    frames = read(new, index=":")
+    assert all(f.info["origin"].startswith("md/") for f in frames)
+    assert all("qbc_max_force_std_ev_per_a" in f.info for f in frames)
+    assert frames[0].get_forces().shape == (3, 3)
+
+    import pandas as pd
+
+    curve = pd.read_csv(data / "08_reporting/learning_curve.csv")
+    assert list(curve["iteration"]) == [0, 1]
+    assert curve["n_labels"].iloc[1] > curve["n_labels"].iloc[0]
+    assert curve["train/epochs"].min() > 1
+    assert (data / "08_reporting/learning_curve.png").stat().st_size > 1000
+    for k in (0, 1):
+        assert (data / f"06_models/iter_{k:02d}/committee.pt").exists()
+        metrics = json.loads((data / f"08_reporting/iter_{k:02d}/metrics.json").read_text())
+        assert {"path/force_mae_ev_per_a", "reactant/force_mae_ev_per_a"} <= set(metrics)
+
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
+    runs = mlflow.search_runs(experiment_names=["reactive_al"])
+    nested = runs[runs["tags.mlflow.parentRunId"].notna()]
+    assert sorted(nested["tags.mlflow.runName"]) == ["iter_00", "iter_01"]
+    parent_ids = set(nested["tags.mlflow.parentRunId"])
+    assert len(parent_ids) == 1 and parent_ids <= set(runs["run_id"])
+    assert (nested["metrics.n_labels"] > 0).all()
+    client = mlflow.tracking.MlflowClient()
+    it0 = nested[nested["tags.mlflow.runName"] == "iter_00"]["run_id"].iloc[0]
+    arts = {a.path for a in client.list_artifacts(it0, "model")} | {
+        a.path for a in client.list_artifacts(it0, "selection")}
+    assert arts == {"model/committee.pt", "selection/selected.extxyz"}
+
+
+def test_resume_reruns_only_missing_iterations(project):
+    data = project / "data"
+    kept = data / "06_models/iter_00/committee.pt"
+    mtime = kept.stat().st_mtime
+    shutil.rmtree(data / "08_reporting/iter_01")  # as if killed during the last iteration
+    result = kedro(project, "--only-missing-outputs")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert kept.stat().st_mtime == mtime
+    assert (data / "08_reporting/iter_01/summary.json").exists()
+    log = " ".join((result.stderr + result.stdout).split())
+    # only the lost summary and the learning curve that depends on it run again
+    assert "Running 2 out of 15 nodes" in log
+
+
+@pytest.mark.parametrize("name", ["training", "selection", "evaluation"])
+def test_each_pipeline_runs_alone_on_campaign_data(project, name):
+    result = kedro(project, "--pipelines", name)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_broken_system_stops_with_one_line_and_keeps_data(project, tmp_path):
+    raw = project / "data/01_raw/h3_exchange/reactant.xyz"
+    good = raw.read_text()
+    labeled = project / "data/03_primary/labeled_set_0.extxyz"
+    before = labeled.read_bytes()
+    try:
+        raw.write_text("3\n\nH 0 0 0\nH 0.1 0 0\nH 2.5 0 0\n")
+        result = kedro(project)
+    finally:
+        raw.write_text(good)
+    assert result.returncode != 0
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("reactive_al: ") and "reactant.xyz" in last and "Å apart" in last
+    assert labeled.read_bytes() == before
