@@ -69,8 +69,8 @@ def build_model(spec: CommitteeSpec):
     Same recipe as ``torchani.arch.simple_ani`` (linear radial/angular AEV cover, smooth
     cutoff, xTB repulsion), with per-element network widths from ``spec.hidden``.
     """
-    from torchani.arch import Assembler
     from torchani.aev import ANIAngular, ANIRadial
+    from torchani.arch import Assembler
     from torchani.nn import ANINetworks
     from torchani.potentials import RepulsionXTB
 

@@ -180,7 +180,9 @@ def load_system(
     try:
         charge, mult = int(spec["charge"]), int(spec["multiplicity"])
     except (TypeError, ValueError) as exc:
-        raise SystemDefinitionError(f"{where_conf}: charge and multiplicity must be integers") from exc
+        raise SystemDefinitionError(
+            f"{where_conf}: charge and multiplicity must be integers"
+        ) from exc
     check_structure(reactant, str(reactant_path), charge, mult, min_distance)
 
     product = None

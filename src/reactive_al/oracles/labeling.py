@@ -68,7 +68,8 @@ def compute_label(
 
 def _attach(atoms: Atoms, record: dict[str, Any], key: str) -> Atoms:
     out = atoms.copy()
-    out.calc = SinglePointCalculator(out, energy=record["energy"], forces=np.asarray(record["forces"]))
+    out.calc = SinglePointCalculator(out, energy=record["energy"],
+                                     forces=np.asarray(record["forces"]))
     out.info.update(record.get("provenance", {}))
     out.info["label_key"] = key
     return out

@@ -31,7 +31,7 @@ def _build_mole(atoms: Atoms, basis: str, charge: int, multiplicity: int):
     from pyscf import gto
 
     mol = gto.Mole()
-    mol.atom = [(s, tuple(p)) for s, p in zip(atoms.get_chemical_symbols(), atoms.positions)]
+    mol.atom = list(zip(atoms.get_chemical_symbols(), map(tuple, atoms.positions), strict=True))
     mol.unit = "Angstrom"
     mol.basis = basis
     mol.charge = int(charge)
