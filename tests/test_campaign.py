@@ -137,3 +137,23 @@ def test_broken_system_stops_with_one_line_and_keeps_data(project, tmp_path):
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("reactive_al: ") and "reactant.xyz" in last and "Å apart" in last
     assert labeled.read_bytes() == before
+
+
+def test_notebook_runs_on_the_campaign_catalog(project, monkeypatch):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from kedro.framework.session import KedroSession
+    from kedro.framework.startup import bootstrap_project
+
+    monkeypatch.chdir(project)
+    bootstrap_project(project)
+    with KedroSession.create(project_path=project) as session:
+        catalog = session.load_context().catalog
+        nb = json.loads((PROJECT_ROOT / "notebooks/learning_curve.ipynb").read_text())
+        namespace = {"catalog": catalog}
+        for cell in nb["cells"]:
+            if cell["cell_type"] == "code":
+                exec("".join(cell["source"]), namespace)  # noqa: S102
+    assert list(namespace["curve"]["iteration"]) == [0, 1]
+    assert len(namespace["err"]) == len(namespace["test_set"])
