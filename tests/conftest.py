@@ -14,8 +14,8 @@ os.environ.setdefault("TORCHANI_NO_WARN_EXTENSIONS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-HF_STO3G = {"method": "hf", "basis": "sto-3g", "grid_level": 3, "conv_tol": 1e-9,
-            "density_fit": False}
+HF_STO3G = {"program": "pyscf", "method": "hf", "basis": "sto-3g", "grid_level": 3,
+            "conv_tol": 1e-9, "density_fit": False, "unrestricted": "auto"}
 
 
 def water(shift: float = 0.0) -> Atoms:

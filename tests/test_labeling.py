@@ -73,3 +73,98 @@ def test_dask_local_cluster_labels_in_parallel(tmp_path, water_frames):
     serial, _ = label_structures(water_frames[:3], _cfg(tmp_path / "other"))
     for a, b in zip(labeled, serial, strict=True):
         assert a.get_potential_energy() == pytest.approx(b.get_potential_energy(), abs=1e-6)
+
+
+def test_hpc_config_builds_a_slurm_job_script(tmp_path):
+    import yaml
+
+    from reactive_al.oracles.labeling import slurm_cluster
+
+    from .conftest import PROJECT_ROOT
+
+    params = yaml.safe_load((PROJECT_ROOT / "conf/hpc/parameters_labeling.yml").read_text())
+    cfg = _cfg(tmp_path, **{k: v for k, v in params["labeling"].items()
+                            if k not in ("cache_path",)})
+    assert cfg.scheduler == "slurm"
+    cluster = slurm_cluster(cfg)
+    try:
+        script = cluster.job_script()
+    finally:
+        cluster.close()
+    assert "#SBATCH" in script
+    assert f"#SBATCH -p {params['labeling']['slurm']['queue']}" in script
+    assert "export OMP_NUM_THREADS=1" in script
+    assert "--nthreads 1" in script or "--nworkers 1" in script
+
+
+def _label_in_process(cache_path, start, stop, seed):
+    from tests.conftest import HF_STO3G as level
+    from tests.conftest import water as make
+
+    rng = np.random.default_rng(0)
+    frames = []
+    for _ in range(stop):
+        a = make()
+        a.positions += rng.normal(0, 0.05, a.positions.shape)
+        frames.append(a)
+    cfg = LabelingConfig(charge=0, multiplicity=1, level=level, cache_path=cache_path,
+                         scheduler="synchronous", progress=False)
+    labeled, _ = label_structures(frames[start:stop], cfg)
+    return {a.info["label_key"]: a.get_potential_energy() for a in labeled}
+
+
+def test_two_campaigns_sharing_the_cache_do_not_corrupt_it(tmp_path):
+    import multiprocessing as mp
+    import sqlite3
+
+    cache = str(tmp_path / "shared.db")
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(2) as pool:
+        a, b = pool.starmap(_label_in_process, [(cache, 0, 8, 0), (cache, 4, 12, 1)])
+    assert len(a) == 8 and len(b) == 8
+    for key in set(a) & set(b):
+        assert a[key] == pytest.approx(b[key], abs=1e-8)
+    with sqlite3.connect(cache) as con:
+        assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    from reactive_al.oracles.cache import LabelCache
+
+    store = LabelCache(cache)
+    assert all(store.get(k)["status"] == "ok" for k in {**a, **b})
+
+
+def test_killed_labeling_process_loses_only_calculations_in_flight(tmp_path, monkeypatch):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from reactive_al.oracles.cache import LabelCache
+
+    from .conftest import PROJECT_ROOT
+
+    cache = tmp_path / "killed.db"
+    script = (
+        "from tests.test_labeling import _label_in_process as f; "
+        f"f({str(cache)!r}, 0, 16, 0)"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=PROJECT_ROOT)
+    store = LabelCache(cache)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(store) < 3:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = len(store)
+    assert 3 <= done < 16
+    calls = []
+    real = labeling.compute_label
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(labeling, "compute_label", counting)
+    result = _label_in_process(str(cache), 0, 16, 0)
+    assert len(result) == 16
+    assert len(calls) == 16 - done

@@ -5,10 +5,12 @@ from reactive_al.oracles.pyscf_oracle import OracleError, PySCFCalculator, pyscf
 
 from .conftest import HF_STO3G, water
 
+HF = {k: v for k, v in HF_STO3G.items() if k != "program"}
+
 
 def test_forces_are_minus_energy_gradient_in_ev_per_angstrom():
     atoms = water(0.05)
-    atoms.calc = PySCFCalculator(charge=0, multiplicity=1, **HF_STO3G)
+    atoms.calc = PySCFCalculator(charge=0, multiplicity=1, **HF)
     forces = atoms.get_forces()
     h = 1e-3
     fd = []
@@ -17,7 +19,7 @@ def test_forces_are_minus_energy_gradient_in_ev_per_angstrom():
         for sign in (1, -1):
             a = water(0.05)
             a.positions[1, coord] += sign * h
-            a.calc = PySCFCalculator(charge=0, multiplicity=1, **HF_STO3G)
+            a.calc = PySCFCalculator(charge=0, multiplicity=1, **HF)
             e.append(a.get_potential_energy())
         fd.append(-(e[0] - e[1]) / (2 * h))
     np.testing.assert_allclose(forces[1, :2], fd, atol=2e-3)
@@ -31,14 +33,14 @@ def test_open_shell_records_spin_contamination():
     from ase import Atoms
 
     out = pyscf_single_point(Atoms("H3", positions=[[0, 0, 0], [0.74, 0, 0], [2.5, 0, 0]]),
-                             0, 2, **HF_STO3G)
+                             0, 2, **HF)
     assert 0.74 < out["provenance"]["qm_s2"] < 0.9
 
 
 def test_unconverged_scf_is_an_oracle_error(monkeypatch):
     from pyscf import scf
 
-    def factory_never_converges(mol, method, grid_level, conv_tol, density_fit):
+    def factory_never_converges(mol, method, grid_level, conv_tol, density_fit, unrestricted):
         mf = scf.RHF(mol)
         mf.max_cycle = 1
         mf.conv_tol = 1e-14
@@ -50,5 +52,55 @@ def test_unconverged_scf_is_an_oracle_error(monkeypatch):
         lambda f: iter([("default", f()), ("newton", f())]),
     )
     with pytest.raises(OracleError) as err:
-        pyscf_single_point(water(0.4), 0, 1, **HF_STO3G)
+        pyscf_single_point(water(0.4), 0, 1, **HF)
     assert err.value.category == "scf_not_converged"
+
+
+def test_scf_timeout_is_its_own_failure_category():
+    with pytest.raises(OracleError) as err:
+        pyscf_single_point(water(), 0, 1, timeout_s=1e-9, **HF)
+    assert err.value.category == "timeout"
+
+
+def test_ladder_moves_on_when_a_step_fails(monkeypatch):
+    from reactive_al.oracles import pyscf_oracle
+
+    real_ladder = pyscf_oracle._ladder
+
+    def ladder_with_broken_first_step(factory):
+        mf = factory()
+        mf.max_cycle = 1
+        mf.conv_tol = 1e-14
+        yield "default", mf
+        steps = real_ladder(factory)
+        next(steps)
+        yield from steps
+
+    monkeypatch.setattr(pyscf_oracle, "_ladder", ladder_with_broken_first_step)
+    out = pyscf_single_point(water(), 0, 1, **HF)
+    assert out["provenance"]["qm_scf_step"] == "damping_level_shift"
+
+
+def test_stretched_singlet_broken_symmetry_with_stability_check():
+    from ase import Atoms
+
+    h2 = Atoms("H2", positions=[[0, 0, 0], [2.5, 0, 0]])
+    restricted = pyscf_single_point(h2, 0, 1, **{**HF, "unrestricted": "never"})
+    broken = pyscf_single_point(h2, 0, 1, **{**HF, "unrestricted": "always"})
+    prov = broken["provenance"]
+    assert prov["qm_reference"] == "unrestricted" and prov["qm_stable"] is True
+    # the stable unrestricted solution of dissociating H2 is lower and spin contaminated
+    assert broken["energy"] < restricted["energy"] - 0.5
+    assert prov["qm_s2"] > 0.8
+
+
+def test_xtb_backend_through_the_same_interface():
+    pytest.importorskip("tblite")
+    from reactive_al.oracles import single_point
+
+    out = single_point(water(0.05), 0, 1, program="xtb", method="gfn2-xtb")
+    assert out["provenance"]["qm_program"] == "tblite"
+    # GFN2-xTB water is about -5.07 Hartree = -138 eV
+    assert -140 < out["energy"] < -136
+    assert out["forces"].shape == (3, 3)
+    assert abs(out["forces"].sum(0)).max() < 1e-6  # no net force on an isolated molecule

@@ -33,20 +33,28 @@ class LevelOfTheory:
     grid_level: int = 3
     conv_tol: float = 1e-8
     density_fit: bool = False
+    unrestricted: str = "auto"  # auto (open shells only) | always (broken symmetry) | never
+    program: str = "pyscf"  # pyscf | xtb (GFN-xTB through tblite; method gfn2-xtb)
 
     @property
     def name(self) -> str:
         """Short name used in provenance and by TorchANI (``method-basis``)."""
+        if self.program == "xtb":
+            return self.method.lower()
         return f"{self.method}-{self.basis}".lower()
 
     def as_dict(self) -> dict[str, Any]:
         """Plain-dict form (for caching keys, provenance and MLflow)."""
+        if self.program == "xtb":
+            return {"program": "xtb", "method": self.method.lower()}
         return {
+            "program": "pyscf",
             "method": self.method.lower(),
             "basis": self.basis.lower(),
             "grid_level": int(self.grid_level),
             "conv_tol": float(self.conv_tol),
             "density_fit": bool(self.density_fit),
+            "unrestricted": self.unrestricted,
         }
 
 
@@ -208,7 +216,12 @@ def load_system(
             f"{where_conf}.level_of_theory: unknown setting(s) {sorted(unknown)}"
         )
     level = LevelOfTheory(**lot_spec)
-    _check_basis(level.basis, sorted(set(reactant.get_chemical_symbols())), where_conf)
+    if level.program not in ("pyscf", "xtb"):
+        raise SystemDefinitionError(
+            f"{where_conf}.level_of_theory: unknown program '{level.program}' (pyscf or xtb)"
+        )
+    if level.program == "pyscf":
+        _check_basis(level.basis, sorted(set(reactant.get_chemical_symbols())), where_conf)
     known_keys = {"reactant", "product", "charge", "multiplicity", "level_of_theory", "description"}
     return ReactionSystem(
         name=name,

@@ -16,8 +16,8 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 
+from reactive_al.oracles import OracleError, single_point
 from reactive_al.oracles.cache import LabelCache, label_key
-from reactive_al.oracles.pyscf_oracle import OracleError, pyscf_single_point
 from reactive_al.systems import DEFAULT_MIN_DISTANCE, SystemDefinitionError, check_structure
 
 log = logging.getLogger(__name__)
@@ -35,29 +35,63 @@ class LabelingConfig:
     multiplicity: int
     level: dict[str, Any]
     cache_path: str = "data/02_intermediate/label_cache.db"
-    scheduler: str = "local"  # "local" (embedded LocalCluster), "synchronous", or an address
+    #: "local" (embedded LocalCluster), "synchronous" (in process), "slurm"
+    #: (dask_jobqueue.SLURMCluster with ``slurm`` settings) or a scheduler address
+    scheduler: str = "local"
     n_workers: int = 2
     omp_threads: int = 1
+    timeout_s: float | None = 1800.0
     min_distance: float = DEFAULT_MIN_DISTANCE
     max_failure_fraction: float = 0.5
     progress: bool = True
-    extra: dict[str, Any] = field(default_factory=dict)
+    slurm: dict[str, Any] = field(default_factory=dict)
 
     def settings(self) -> dict[str, Any]:
         """Every setting that changes a label's value (part of the cache key)."""
-        import pyscf
+        from importlib.metadata import version
 
-        return {**self.level, "program": "pyscf", "program_version": pyscf.__version__}
+        program = self.level.get("program", "pyscf")
+        dist = {"pyscf": "pyscf", "xtb": "tblite"}.get(program, program)
+        return {**self.level, "program": program, "program_version": version(dist)}
+
+
+def make_cluster(cfg: LabelingConfig, n_jobs: int):
+    """Dask cluster for ``cfg.scheduler`` (None for an existing scheduler address)."""
+    if cfg.scheduler == "local":
+        from dask.distributed import LocalCluster
+
+        return LocalCluster(
+            n_workers=min(cfg.n_workers, n_jobs), threads_per_worker=1, processes=True,
+            dashboard_address=None, silence_logs=logging.ERROR,
+            env={"OMP_NUM_THREADS": str(cfg.omp_threads)},
+        )
+    if cfg.scheduler == "slurm":
+        cluster = slurm_cluster(cfg)
+        cluster.scale(jobs=min(cfg.n_workers, n_jobs))
+        return cluster
+    return None
+
+
+def slurm_cluster(cfg: LabelingConfig):
+    """A ``dask_jobqueue.SLURMCluster`` (no jobs submitted yet) from ``cfg.slurm`` settings."""
+    from dask_jobqueue import SLURMCluster
+
+    settings = {"cores": 1, "processes": 1, "memory": "4GB", "walltime": "02:00:00",
+                **cfg.slurm}
+    prologue = list(settings.pop("job_script_prologue", []))
+    prologue.append(f"export OMP_NUM_THREADS={cfg.omp_threads}")
+    return SLURMCluster(job_script_prologue=prologue, **settings)
 
 
 def compute_label(
     numbers: list[int], positions: list[list[float]], charge: int, multiplicity: int,
-    level: dict[str, Any], omp_threads: int,
+    level: dict[str, Any], omp_threads: int, timeout_s: float | None = None,
 ) -> dict[str, Any]:
     """Run one QM single point; return a label record or a failure record (never raises)."""
     atoms = Atoms(numbers=numbers, positions=positions, pbc=False)
     try:
-        out = pyscf_single_point(atoms, charge, multiplicity, omp_threads=omp_threads, **level)
+        out = single_point(atoms, charge, multiplicity, omp_threads=omp_threads,
+                           timeout_s=timeout_s, **level)
     except OracleError as exc:
         return {"status": "failed", "category": exc.category, "message": exc.message}
     except Exception as exc:  # a label failure must never kill the campaign
@@ -75,11 +109,11 @@ def _attach(atoms: Atoms, record: dict[str, Any], key: str) -> Atoms:
     return out
 
 
-def _run_parallel(jobs: dict[str, Atoms], cfg: LabelingConfig, cache: LabelCache):
+def _run_parallel(jobs: dict[str, Atoms], cfg: LabelingConfig):
     """Compute missing labels, yielding (key, record) as each finishes."""
     args = {
         k: (a.get_atomic_numbers().tolist(), a.get_positions().tolist(),
-            cfg.charge, cfg.multiplicity, cfg.level, cfg.omp_threads)
+            cfg.charge, cfg.multiplicity, cfg.level, cfg.omp_threads, cfg.timeout_s)
         for k, a in jobs.items()
     }
     if cfg.scheduler == "synchronous" or (cfg.scheduler == "local" and
@@ -87,16 +121,10 @@ def _run_parallel(jobs: dict[str, Atoms], cfg: LabelingConfig, cache: LabelCache
         for k, a in args.items():
             yield k, compute_label(*a)
         return
-    from dask.distributed import Client, LocalCluster, as_completed
+    from dask.distributed import Client, as_completed
 
-    if cfg.scheduler == "local":
-        cluster = LocalCluster(
-            n_workers=min(cfg.n_workers, len(jobs)), threads_per_worker=1, processes=True,
-            dashboard_address=None, silence_logs=logging.ERROR,
-        )
-        client = Client(cluster)
-    else:
-        cluster, client = None, Client(cfg.scheduler)
+    cluster = make_cluster(cfg, len(jobs))
+    client = Client(cluster) if cluster is not None else Client(cfg.scheduler)
     try:
         futures = {client.submit(compute_label, *a, pure=False): k for k, a in args.items()}
         for fut in as_completed(futures):
@@ -151,7 +179,7 @@ def label_structures(
         log.info("labeling %d structures (%d cache hits) with %s on %s",
                  len(jobs), n_hits, cfg.level, cfg.scheduler)
         bar = tqdm(total=len(jobs), desc="QM labels", disable=not cfg.progress, leave=False)
-        for key, record in _run_parallel(jobs, cfg, cache):
+        for key, record in _run_parallel(jobs, cfg):
             cache.put(key, jobs[key], record)
             records[key] = record
             bar.update(1)

@@ -27,6 +27,10 @@ class OracleError(RuntimeError):
         self.message = message
 
 
+class _SCFTimeout(Exception):
+    pass
+
+
 def _build_mole(atoms: Atoms, basis: str, charge: int, multiplicity: int):
     from pyscf import gto
 
@@ -41,14 +45,14 @@ def _build_mole(atoms: Atoms, basis: str, charge: int, multiplicity: int):
     return mol
 
 
-def _make_scf(mol, method: str, grid_level: int, conv_tol: float, density_fit: bool):
+def _make_scf(mol, method: str, grid_level: int, conv_tol: float, density_fit: bool,
+              unrestricted: bool):
     from pyscf import dft, scf
 
-    restricted = mol.spin == 0
     if method.lower() in ("hf", "rhf", "uhf"):
-        mf = scf.RHF(mol) if restricted else scf.UHF(mol)
+        mf = scf.UHF(mol) if unrestricted else scf.RHF(mol)
     else:
-        mf = dft.RKS(mol) if restricted else dft.UKS(mol)
+        mf = dft.UKS(mol) if unrestricted else dft.RKS(mol)
         mf.xc = method
         mf.grids.level = int(grid_level)
     mf.conv_tol = conv_tol
@@ -60,8 +64,7 @@ def _make_scf(mol, method: str, grid_level: int, conv_tol: float, density_fit: b
 
 def _ladder(mf_factory):
     """Yield (step name, configured SCF object) from cheapest to most robust."""
-    mf = mf_factory()
-    yield "default", mf
+    yield "default", mf_factory()
     mf = mf_factory()
     mf.damp = 0.5
     mf.level_shift = 0.3
@@ -69,6 +72,23 @@ def _ladder(mf_factory):
     mf.max_cycle = 200
     yield "damping_level_shift", mf
     yield "newton", mf_factory().newton()
+    mf = mf_factory()
+    mf.init_guess = "huckel"
+    yield "alternative_guess", mf.newton()
+
+
+def _stabilize(mf, max_rounds: int = 2) -> bool:
+    """Follow internal instabilities of an unrestricted solution; True if it ends stable."""
+    for _ in range(max_rounds):
+        mo_new = mf.stability()[0]
+        same = all(np.allclose(np.abs(a), np.abs(b), atol=1e-6)
+                   for a, b in zip(mo_new, mf.mo_coeff, strict=True))
+        if same:
+            return True
+        mf.kernel(dm0=mf.make_rdm1(mo_new, mf.mo_occ))
+        if not mf.converged:
+            return False
+    return False
 
 
 def pyscf_single_point(
@@ -80,13 +100,18 @@ def pyscf_single_point(
     grid_level: int = 3,
     conv_tol: float = 1e-8,
     density_fit: bool = False,
+    unrestricted: str = "auto",
     omp_threads: int | None = None,
+    timeout_s: float | None = None,
 ) -> dict[str, Any]:
     """Compute energy (eV) and forces (eV/Å) for a molecule with PySCF.
 
-    Walks the SCF ladder (default → damping + level shift → second-order ``newton()``) until
-    one step converges. Returns ``energy``, ``forces`` and a ``provenance`` dict. Raises
-    :class:`OracleError` if no step converges or PySCF fails.
+    Walks the SCF ladder (default → damping + level shift → second-order ``newton()`` →
+    Hückel initial guess with ``newton()``) until one step converges. Open shells (and closed
+    shells with ``unrestricted='always'``, for stretched bonds) run unrestricted with a
+    stability check; ⟨S²⟩ is recorded. Returns ``energy``, ``forces`` and a ``provenance``
+    dict. Raises :class:`OracleError` (``scf_not_converged``, ``timeout``,
+    ``geometry_invalid``) when no usable result is produced.
     """
     import pyscf
     from pyscf import lib
@@ -98,14 +123,27 @@ def pyscf_single_point(
         mol = _build_mole(atoms, basis, charge, multiplicity)
     except Exception as exc:  # e.g. parity or basis problems reported by PySCF
         raise OracleError("geometry_invalid", str(exc).splitlines()[0]) from exc
+    if unrestricted not in ("auto", "always", "never"):
+        raise OracleError("exception", f"unrestricted must be auto/always/never: {unrestricted}")
+    open_shell = (mol.spin != 0 and unrestricted != "never") or unrestricted == "always"
+
+    def check_time(envs) -> None:  # PySCF calls this once per SCF cycle
+        if timeout_s and time.perf_counter() - start > timeout_s:
+            raise _SCFTimeout
 
     def factory():
-        return _make_scf(mol, method, grid_level, conv_tol, density_fit)
+        mf = _make_scf(mol, method, grid_level, conv_tol, density_fit, open_shell)
+        mf.callback = check_time
+        return mf
 
-    tried = []
+    tried: list[str] = []
     for step, mf in _ladder(factory):
         try:
-            e_h = mf.kernel()
+            mf.kernel()
+            stable = _stabilize(mf) if open_shell and mf.converged else None
+        except _SCFTimeout as exc:
+            raise OracleError("timeout", f"no converged SCF within {timeout_s} s "
+                              f"(ladder: {'; '.join([*tried, step])})") from exc
         except Exception as exc:
             tried.append(f"{step}: {type(exc).__name__}")
             continue
@@ -119,15 +157,17 @@ def pyscf_single_point(
             "qm_method": method.lower(),
             "qm_basis": basis.lower(),
             "qm_grid_level": int(grid_level),
+            "qm_reference": "unrestricted" if open_shell else "restricted",
             "qm_converged": True,
             "qm_scf_step": step,
             "qm_scf_cycles": int(getattr(mf, "cycles", -1)),
             "qm_wall_time_s": round(time.perf_counter() - start, 3),
         }
-        if mol.spin != 0 or method.lower() == "uhf":
+        if open_shell:
             provenance["qm_s2"] = float(mf.spin_square()[0])
+            provenance["qm_stable"] = bool(stable)
         return {
-            "energy": float(e_h) * Hartree,
+            "energy": float(mf.e_tot) * Hartree,
             "forces": -np.asarray(grad) * Hartree / Bohr,
             "provenance": provenance,
         }
@@ -139,29 +179,9 @@ class PySCFCalculator(Calculator):
 
     implemented_properties = ["energy", "forces"]
 
-    def __init__(
-        self,
-        charge: int = 0,
-        multiplicity: int = 1,
-        method: str = "b3lyp",
-        basis: str = "6-31+g*",
-        grid_level: int = 3,
-        conv_tol: float = 1e-8,
-        density_fit: bool = False,
-        omp_threads: int | None = None,
-        **kwargs: Any,
-    ):
-        super().__init__(**kwargs)
-        self.qm = {
-            "charge": charge,
-            "multiplicity": multiplicity,
-            "method": method,
-            "basis": basis,
-            "grid_level": grid_level,
-            "conv_tol": conv_tol,
-            "density_fit": density_fit,
-            "omp_threads": omp_threads,
-        }
+    def __init__(self, charge: int = 0, multiplicity: int = 1, **qm: Any):
+        super().__init__()
+        self.qm = {"charge": charge, "multiplicity": multiplicity, **qm}
         self.provenance: dict[str, Any] = {}
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes) -> None:
