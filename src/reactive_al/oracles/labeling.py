@@ -7,6 +7,7 @@ as each finishes, so an interrupted batch loses only the calculations in flight.
 
 from __future__ import annotations
 
+import atexit
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -56,12 +57,15 @@ class LabelingConfig:
 
 
 def make_cluster(cfg: LabelingConfig, n_jobs: int):
-    """Dask cluster for ``cfg.scheduler`` (None for an existing scheduler address)."""
+    """Dask cluster for ``cfg.scheduler`` (None for an existing scheduler address).
+
+    ``n_jobs`` bounds the number of Slurm jobs requested.
+    """
     if cfg.scheduler == "local":
         from dask.distributed import LocalCluster
 
         return LocalCluster(
-            n_workers=min(cfg.n_workers, n_jobs), threads_per_worker=1, processes=True,
+            n_workers=cfg.n_workers, threads_per_worker=1, processes=True,
             dashboard_address=None, silence_logs=logging.ERROR,
             env={"OMP_NUM_THREADS": str(cfg.omp_threads)},
         )
@@ -121,18 +125,57 @@ def _run_parallel(jobs: dict[str, Atoms], cfg: LabelingConfig):
         for k, a in args.items():
             yield k, compute_label(*a)
         return
-    from dask.distributed import Client, as_completed
+    from dask.distributed import as_completed
 
-    cluster = make_cluster(cfg, len(jobs))
-    client = Client(cluster) if cluster is not None else Client(cfg.scheduler)
+    client = dask_client(cfg)
+    futures = {client.submit(compute_label, *a, pure=False): k for k, a in args.items()}
     try:
-        futures = {client.submit(compute_label, *a, pure=False): k for k, a in args.items()}
         for fut in as_completed(futures):
             yield futures[fut], fut.result()
     finally:
+        client.cancel(list(futures))
+
+
+_CLIENTS: dict[tuple, Any] = {}
+
+
+def _warm_worker() -> bool:
+    import pyscf  # noqa: F401 - the first label on a worker should not pay the import
+
+    return True
+
+
+def dask_client(cfg: LabelingConfig):
+    """A Dask client for ``cfg``, started once per process and reused by later batches.
+
+    Starting a LocalCluster costs seconds; a campaign labels a batch every iteration, so the
+    cluster lives until the process exits.
+    """
+    from dask.distributed import Client
+
+    key = (cfg.scheduler, cfg.n_workers, cfg.omp_threads, tuple(sorted(cfg.slurm.items())))
+    client = _CLIENTS.get(key)
+    if client is not None and client.status == "running":
+        return client
+    cluster = make_cluster(cfg, cfg.n_workers)
+    client = Client(cluster) if cluster is not None else Client(cfg.scheduler)
+    if cluster is not None and cfg.scheduler == "local":
+        client.run(_warm_worker)
+    _CLIENTS[key] = client
+    return client
+
+
+def close_clients() -> None:
+    """Shut down the clusters this process started."""
+    while _CLIENTS:
+        _, client = _CLIENTS.popitem()
+        cluster = client.cluster
         client.close()
         if cluster is not None:
             cluster.close()
+
+
+atexit.register(close_clients)
 
 
 def label_structures(
