@@ -27,6 +27,9 @@ class WalkerConfig:
     sample_every: int = 10
     min_distance: float = 0.6  # Å: closer atoms make a frame unphysical
     max_force: float = 25.0  # eV/Å: larger forces make a frame unphysical
+    #: stop a walker (keeping that frame) once the calculator's calibrated atomic force
+    #: uncertainty ``results['forces_std']`` (eV/Å) exceeds this; None never stops
+    max_atomic_uncertainty: float | None = None
 
 
 def frame_is_broken(atoms: Atoms, forces: np.ndarray, cfg: WalkerConfig) -> str | None:
@@ -65,7 +68,10 @@ def run_walker(
         if broken:
             reason = broken
             break
-        if steps % cfg.sample_every == 0:
+        unc = calc.results.get("forces_std")
+        too_uncertain = (cfg.max_atomic_uncertainty is not None and unc is not None
+                         and float(np.max(unc)) > cfg.max_atomic_uncertainty)
+        if too_uncertain or steps % cfg.sample_every == 0:
             frame = Atoms(atoms.get_atomic_numbers(), atoms.get_positions(), pbc=False)
             frame.info = {k: v for k, v in start.info.items()
                           if k in ("charge", "multiplicity", "system")}
@@ -76,7 +82,12 @@ def run_walker(
                 "temperature_K": float(temperature_K),
                 "kinetic_temperature_K": float(atoms.get_temperature()),
             })
+            if unc is not None:
+                frame.info["walker_max_atomic_uncertainty"] = float(np.max(unc))
             frames.append(frame)
+        if too_uncertain:
+            reason = "uncertainty"
+            break
     return frames, reason, steps
 
 
@@ -86,19 +97,91 @@ def explore(
     """Run one walker per (seed, temperature); return candidates and walker statistics."""
     candidates: list[Atoms] = []
     reasons: Counter[str] = Counter()
-    temps: list[float] = []
+    temps: dict[float, list[float]] = {t: [] for t in cfg.temperatures_K}
+    n_steps = 0
     for i, seed in enumerate(seeds):
         for t in cfg.temperatures_K:
-            frames, reason, _ = run_walker(seed, calc, t, cfg, rng, walker_id=f"w{i}_{int(t)}K")
+            frames, reason, steps = run_walker(seed, calc, t, cfg, rng,
+                                               walker_id=f"w{i}_{int(t)}K")
             candidates += frames
             reasons[reason] += 1
-            temps += [f.info["kinetic_temperature_K"] for f in frames]
+            n_steps += steps
+            temps[t] += [f.info["kinetic_temperature_K"] for f in frames]
     stats = {
         "n_walkers": int(sum(reasons.values())),
+        "n_md_steps": n_steps,
         "n_candidates": len(candidates),
         "walker_stop_reasons": dict(reasons),
-        "mean_kinetic_temperature_K": float(np.mean(temps)) if temps else float("nan"),
+        # measured, not assumed: a thermostat that runs hot shows up here
+        "mean_kinetic_temperature_K": {
+            f"{t:g}": float(np.mean(v)) if v else float("nan") for t, v in temps.items()},
     }
     log.info("explored %d walkers -> %d candidates (%s)", stats["n_walkers"], len(candidates),
              dict(reasons))
     return candidates, stats
+
+
+def finite_difference_hessian(atoms: Atoms, calc: Calculator, delta: float = 0.005) -> np.ndarray:
+    """Cartesian Hessian (eV/Å²) by central differences of ``calc``'s forces."""
+    a = atoms.copy()
+    a.calc = calc
+    n = len(a)
+    hess = np.zeros((3 * n, 3 * n))
+    for k in range(3 * n):
+        i, c = divmod(k, 3)
+        f = []
+        for sign in (1, -1):
+            a.positions[i, c] += sign * delta
+            f.append(a.get_forces().ravel())
+            a.positions[i, c] -= sign * delta
+        hess[k] = -(f[0] - f[1]) / (2 * delta)
+    return hess
+
+
+def model_normal_mode_samples(
+    minima: list[Atoms], calc: Calculator, n_per_minimum: int, temperature_K: float,
+    rng: np.random.Generator,
+) -> list[Atoms]:
+    """Thermal samples along the current model's normal modes around each minimum."""
+    from reactive_al.sampling import modes_from_hessian, normal_mode_perturbations
+
+    frames: list[Atoms] = []
+    for m in minima:
+        modes = modes_from_hessian(finite_difference_hessian(m, calc), m.get_masses())
+        subset = m.info.get("subset", "reactant")
+        frames += normal_mode_perturbations(m, n_per_minimum, temperature_K, rng, subset,
+                                            modes=modes, origin="model_normal_mode")
+    return frames
+
+
+def neb_candidates(
+    reactant: Atoms, product: Atoms, calc_factory, n_images: int = 7, fmax: float = 0.1,
+    steps: int = 200, climb: bool = True,
+) -> tuple[list[Atoms], dict[str, Any]]:
+    """Relax an NEB (IDPP start, climbing image) on the current model; images are candidates.
+
+    ``calc_factory()`` returns a fresh calculator per image. Returns (interior images,
+    statistics: converged flag, steps, model barrier in eV).
+    """
+    from ase.mep import NEB
+    from ase.optimize import FIRE
+
+    images = [reactant.copy()] + [reactant.copy() for _ in range(n_images)] + [product.copy()]
+    for img in images:
+        img.pbc = False
+        img.calc = calc_factory()
+    neb = NEB(images, climb=climb)
+    neb.interpolate(method="idpp")
+    opt = FIRE(neb, logfile=None)
+    converged = bool(opt.run(fmax=fmax, steps=steps))
+    energies = [img.get_potential_energy() for img in images]
+    frames = []
+    for k, img in enumerate(images[1:-1], start=1):
+        f = Atoms(img.get_atomic_numbers(), img.get_positions(), pbc=False)
+        f.info = {key: v for key, v in reactant.info.items()
+                  if key in ("charge", "multiplicity", "system")}
+        f.info.update({"origin": "neb/model", "subset": "path", "neb_image": k})
+        frames.append(f)
+    stats = {"neb_converged": converged, "neb_steps": int(opt.nsteps),
+             "neb_model_barrier_ev": float(max(energies) - energies[0])}
+    return frames, stats

@@ -37,6 +37,22 @@ def random_displacements(
     return frames
 
 
+def modes_from_hessian(hessian: np.ndarray, masses: np.ndarray,
+                       rel_cutoff: float = 1e-6) -> tuple[np.ndarray, np.ndarray]:
+    """Normal modes of a Cartesian Hessian (eV/Å²): (ω², displacement vectors [k, N, 3]).
+
+    Modes with ω² at or below ``rel_cutoff`` × the largest (rigid-body, or imaginary at a
+    saddle point) are dropped.
+    """
+    n = len(masses)
+    inv_sqrt_m = 1.0 / np.sqrt(np.repeat(masses, 3))
+    mw = 0.5 * (hessian + hessian.T) * inv_sqrt_m[:, None] * inv_sqrt_m[None, :]
+    w2, vecs = np.linalg.eigh(mw)
+    keep = w2 > rel_cutoff * max(w2.max(), 1e-12)
+    modes = (vecs[:, keep] * inv_sqrt_m[:, None]).T.reshape(-1, n, 3)
+    return w2[keep], modes
+
+
 def harmonic_modes(atoms: Atoms) -> tuple[np.ndarray, np.ndarray]:
     """Vibrational modes of a spring model: bonds (natural cutoffs) plus weak contacts.
 
@@ -61,27 +77,24 @@ def harmonic_modes(atoms: Atoms) -> tuple[np.ndarray, np.ndarray]:
             block = k * np.outer(r, r) / d**2
             for a, b, s in ((i, i, 1), (j, j, 1), (i, j, -1), (j, i, -1)):
                 hess[3 * a:3 * a + 3, 3 * b:3 * b + 3] += s * block
-    inv_sqrt_m = 1.0 / np.sqrt(np.repeat(atoms.get_masses(), 3))
-    mw = hess * inv_sqrt_m[:, None] * inv_sqrt_m[None, :]
-    w2, vecs = np.linalg.eigh(mw)
-    keep = w2 > 1e-6 * max(w2.max(), 1e-12)
-    modes = (vecs[:, keep] * inv_sqrt_m[:, None]).T.reshape(-1, n, 3)
-    return w2[keep], modes
+    return modes_from_hessian(hess, atoms.get_masses())
 
 
 def normal_mode_perturbations(
-    atoms: Atoms, n: int, temperature_K: float, rng: np.random.Generator, subset: str
+    atoms: Atoms, n: int, temperature_K: float, rng: np.random.Generator, subset: str,
+    modes: tuple[np.ndarray, np.ndarray] | None = None, origin: str = "normal_mode",
 ) -> list[Atoms]:
-    """``n`` classical thermal samples along the harmonic model's normal modes.
+    """``n`` classical thermal samples along normal modes (the spring model's by default).
 
     Each mode coordinate q_k is drawn from N(0, k_B T / ω_k²), so stiff bonds move little and
     soft modes (the ion–molecule distance, bends) move more, as they would at ``temperature_K``.
+    ``modes`` = (ω², vectors) from :func:`modes_from_hessian`, e.g. of the current model.
     """
-    w2, modes = harmonic_modes(atoms)
+    w2, modes = harmonic_modes(atoms) if modes is None else modes
     frames = []
     for _ in range(n):
         q = rng.normal(0.0, np.sqrt(kB * temperature_K / w2))
-        a = _tagged(atoms, f"{subset}/normal_mode", subset)
+        a = _tagged(atoms, f"{subset}/{origin}", subset)
         # modes are orthonormal in mass-weighted space; q is in Å·√amu
         a.positions += np.tensordot(q, modes, axes=1)
         frames.append(a)
