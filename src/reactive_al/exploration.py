@@ -147,7 +147,8 @@ def model_normal_mode_samples(
 
     frames: list[Atoms] = []
     for m in minima:
-        modes = modes_from_hessian(finite_difference_hessian(m, calc), m.get_masses())
+        modes = modes_from_hessian(finite_difference_hessian(m, calc), m.get_masses(),
+                                   m.positions)
         subset = m.info.get("subset", "reactant")
         frames += normal_mode_perturbations(m, n_per_minimum, temperature_K, rng, subset,
                                             modes=modes, origin="model_normal_mode")

@@ -37,16 +37,35 @@ def random_displacements(
     return frames
 
 
+def _rigid_body_basis(positions: np.ndarray, masses: np.ndarray) -> np.ndarray:
+    """Orthonormal mass-weighted translations and rotations ([3N, 6], or 5 if linear)."""
+    sqrt_m = np.sqrt(masses)
+    r = positions - (masses[:, None] * positions).sum(0) / masses.sum()
+    vecs = []
+    for axis in np.eye(3):
+        vecs.append((sqrt_m[:, None] * axis[None, :]).ravel())
+        vecs.append((sqrt_m[:, None] * np.cross(axis, r)).ravel())
+    u, s, _ = np.linalg.svd(np.array(vecs).T, full_matrices=False)
+    return u[:, s > 1e-8 * s.max()]
+
+
 def modes_from_hessian(hessian: np.ndarray, masses: np.ndarray,
+                       positions: np.ndarray | None = None,
                        rel_cutoff: float = 1e-6) -> tuple[np.ndarray, np.ndarray]:
     """Normal modes of a Cartesian Hessian (eV/Å²): (ω², displacement vectors [k, N, 3]).
 
+    With ``positions`` the rigid-body motions are projected out first, so the small spurious
+    curvature a finite-difference Hessian has along rotations cannot pass for a soft mode.
     Modes with ω² at or below ``rel_cutoff`` × the largest (rigid-body, or imaginary at a
     saddle point) are dropped.
     """
     n = len(masses)
     inv_sqrt_m = 1.0 / np.sqrt(np.repeat(masses, 3))
     mw = 0.5 * (hessian + hessian.T) * inv_sqrt_m[:, None] * inv_sqrt_m[None, :]
+    if positions is not None:
+        rigid = _rigid_body_basis(np.asarray(positions), np.asarray(masses))
+        proj = np.eye(3 * n) - rigid @ rigid.T
+        mw = proj @ mw @ proj
     w2, vecs = np.linalg.eigh(mw)
     keep = w2 > rel_cutoff * max(w2.max(), 1e-12)
     modes = (vecs[:, keep] * inv_sqrt_m[:, None]).T.reshape(-1, n, 3)
@@ -77,7 +96,7 @@ def harmonic_modes(atoms: Atoms) -> tuple[np.ndarray, np.ndarray]:
             block = k * np.outer(r, r) / d**2
             for a, b, s in ((i, i, 1), (j, j, 1), (i, j, -1), (j, i, -1)):
                 hess[3 * a:3 * a + 3, 3 * b:3 * b + 3] += s * block
-    return modes_from_hessian(hess, atoms.get_masses())
+    return modes_from_hessian(hess, atoms.get_masses(), atoms.positions)
 
 
 def normal_mode_perturbations(
