@@ -214,9 +214,9 @@ class Committee:
             "forces_std": f_std,
         }
 
-    def calculator(self) -> CommitteeCalculator:
-        """ASE calculator driven by the committee mean."""
-        return CommitteeCalculator(self)
+    def calculator(self, force_scale: float = 1.0) -> CommitteeCalculator:
+        """ASE calculator driven by the committee mean (``forces_std`` times ``force_scale``)."""
+        return CommitteeCalculator(self, force_scale=force_scale)
 
 
 class CommitteeCalculator(Calculator):
@@ -224,9 +224,10 @@ class CommitteeCalculator(Calculator):
 
     implemented_properties = ["energy", "forces", "energy_std", "forces_std"]
 
-    def __init__(self, committee: Committee, **kwargs: Any):
+    def __init__(self, committee: Committee, force_scale: float = 1.0, **kwargs: Any):
         super().__init__(**kwargs)
         self.committee = committee
+        self.force_scale = force_scale
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes) -> None:
         """Fill energy (eV), forces (eV/Å), energy_std (eV/atom) and forces_std (eV/Å)."""
@@ -236,7 +237,7 @@ class CommitteeCalculator(Calculator):
             "energy": float(p["energy"][0]),
             "forces": p["forces"][0],
             "energy_std": float(p["energy_std"][0]),
-            "forces_std": p["forces_std"][0],
+            "forces_std": self.force_scale * p["forces_std"][0],
         }
 
 
@@ -317,6 +318,8 @@ def train_committee(
     history = {
         "n_train": int(len(train_idx)),
         "n_val": int(len(val_idx)),
+        # which frames of the training set were held out: calibration uses them later
+        "val_indices": [int(i) for i in sorted(val_idx)],
         "epochs": int(epochs_run),
         "steps": int(steps),
         "best_epoch": int(best[2]),

@@ -42,3 +42,66 @@ def top_k_unique(
         chosen.append(int(i))
         taken.append(fps[i])
     return chosen
+
+
+#: Batch strategies; the feature-space ones need gradient features.
+STRATEGIES = ("top_k", "threshold", "max_det", "max_dist", "kmeans", "random")
+FEATURE_STRATEGIES = frozenset({"max_det", "max_dist", "kmeans"})
+
+
+def not_in_training(candidates: list[Atoms], reference: list[Atoms],
+                    min_separation: float) -> np.ndarray:
+    """Indices of candidates that are not near-duplicates of a reference (training) frame."""
+    ref = [distance_fingerprint(a) for a in reference]
+    keep = []
+    for i, a in enumerate(candidates):
+        fp = distance_fingerprint(a)
+        if not any(len(r) == len(fp) and np.sqrt(np.mean((r - fp) ** 2)) < min_separation
+                   for r in ref):
+            keep.append(i)
+    return np.array(keep, dtype=int)
+
+
+def choose_batch(
+    strategy: str,
+    batch_size: int,
+    scores: np.ndarray,
+    candidates: list[Atoms],
+    labeled_set: list[Atoms],
+    min_separation: float,
+    rng: np.random.Generator,
+    features: tuple[np.ndarray, np.ndarray] | None = None,
+    sigma_n: float = 0.01,
+    window: tuple[float, float] = (0.0, float("inf")),
+) -> list[int]:
+    """Indices of the batch chosen by ``strategy`` (see :data:`STRATEGIES`).
+
+    ``scores`` rank candidates (top_k, threshold); ``features`` = (candidate, training)
+    gradient features for max_det, max_dist and k-means. Near-duplicates of training frames
+    are removed first.
+    """
+    from reactive_al import batch_selection as bs
+
+    if strategy not in STRATEGIES:
+        raise ValueError(f"parameters_selection.yml: unknown strategy '{strategy}' "
+                         f"(choose from {list(STRATEGIES)})")
+    if strategy in FEATURE_STRATEGIES and features is None:
+        raise ValueError(f"strategy '{strategy}' needs gradient features")
+    if strategy == "top_k":
+        return top_k_unique(candidates, scores, batch_size, reference=labeled_set,
+                            min_separation=min_separation)
+    fresh = not_in_training(candidates, labeled_set, min_separation)
+    if len(fresh) == 0:
+        return []
+    b = min(batch_size, len(fresh))
+    if strategy == "threshold":
+        picked = bs.threshold_window(scores[fresh], window[0], window[1], b)
+    elif strategy == "random":
+        picked = bs.random_batch(len(fresh), b, rng)
+    elif strategy == "max_det":
+        picked = bs.max_det(features[0][fresh], features[1], b, sigma_n=sigma_n)
+    elif strategy == "max_dist":
+        picked = bs.max_dist(features[0][fresh], features[1], b)
+    else:
+        picked = bs.kmeans_representatives(features[0][fresh], b, rng)
+    return [int(fresh[i]) for i in picked]

@@ -7,52 +7,111 @@ from typing import Any
 import numpy as np
 from ase import Atoms
 
-from reactive_al.exploration import WalkerConfig, explore
+from reactive_al.exploration import WalkerConfig, explore, model_normal_mode_samples, neb_candidates
 from reactive_al.models import Committee
-from reactive_al.selection import top_k_unique
-from reactive_al.uncertainty import CRITERIA, committee_uncertainty
+from reactive_al.selection import FEATURE_STRATEGIES, choose_batch
+from reactive_al.uncertainty import CRITERIA, UncertaintyConfig, UncertaintyEstimator
+
+
+def _estimator(committee: Committee, labeled_set: list[Atoms], selection: dict[str, Any],
+               need_features: bool = False) -> UncertaintyEstimator:
+    cfg = UncertaintyConfig(**{**selection.get("uncertainty", {}),
+                               "criterion": selection["criterion"]})
+    return UncertaintyEstimator(committee, labeled_set, cfg, need_features=need_features)
 
 
 def explore_candidates(
-    committee: Committee, md_seeds: list[Atoms], selection: dict[str, Any]
+    committee: Committee, md_seeds: list[Atoms], labeled_set: list[Atoms],
+    selection: dict[str, Any],
 ) -> tuple[list[Atoms], dict[str, Any]]:
-    """Langevin walkers driven by the committee mean from every MD seed and temperature."""
+    """Candidates from committee-driven walkers (optionally uncertainty-biased).
+
+    Also, as configured, from an NEB on the committee and from the committee's normal modes.
+    """
     walkers = dict(selection["walkers"])
+    bias = walkers.pop("bias", {}) or {}
     walkers["temperatures_K"] = tuple(walkers["temperatures_K"])
     rng = np.random.default_rng(selection["seed"])
-    return explore(md_seeds, committee.calculator(), WalkerConfig(**walkers), rng)
+    cfg = WalkerConfig(**walkers)
+    force_scale = 1.0
+    if bias.get("enabled") or cfg.max_atomic_uncertainty is not None:
+        est = _estimator(committee, labeled_set, selection, need_features=bias.get("enabled"))
+        force_scale = est.force_cal.scale
+    if bias.get("enabled"):
+        from reactive_al.bias import UncertaintyBiasedCalculator
+
+        calc = UncertaintyBiasedCalculator(
+            committee, est.gf, tau=bias["tau"], element_weights=bias.get("element_weights"),
+            window=bias.get("window", 100), energy_scale=est.energy_cal.scale,
+            force_scale=force_scale)
+    else:
+        calc = committee.calculator(force_scale=force_scale)
+    candidates, stats = explore(md_seeds, calc, cfg, rng)
+    stats["biased"] = bool(bias.get("enabled"))
+    if bias.get("enabled"):
+        stats["bias_tau"] = float(bias["tau"])
+    samplers = selection.get("samplers", {}) or {}
+    neb = samplers.get("neb", {}) or {}
+    wells = [s for s in md_seeds if s.info.get("subset") in ("reactant", "product")]
+    if neb.get("enabled") and len(wells) == 2:
+        frames, neb_stats = neb_candidates(
+            wells[0], wells[1], committee.calculator, n_images=neb.get("n_images", 7),
+            fmax=neb.get("fmax", 0.1), steps=neb.get("steps", 200))
+        candidates += frames
+        stats.update(neb_stats)
+    nm = samplers.get("normal_modes", {}) or {}
+    if nm.get("enabled"):
+        frames = model_normal_mode_samples(wells, committee.calculator(), nm["n_per_minimum"],
+                                           nm["temperature_K"], rng)
+        candidates += frames
+        stats["n_normal_mode_candidates"] = len(frames)
+    stats["n_candidates"] = len(candidates)
+    return candidates, stats
 
 
 def select_batch(
     committee: Committee, candidates: list[Atoms], labeled_set: list[Atoms],
     selection: dict[str, Any],
 ) -> tuple[list[Atoms], dict[str, Any]]:
-    """Score candidates by committee disagreement and take the top unique batch."""
-    criterion = selection["criterion"]
-    if criterion not in CRITERIA:
-        raise ValueError(f"parameters_selection.yml: unknown criterion '{criterion}' "
-                         f"(choose from {sorted(CRITERIA)})")
-    scores = committee_uncertainty(committee, candidates)
-    chosen = top_k_unique(candidates, scores[criterion], selection["batch_size"],
-                          reference=labeled_set, min_separation=selection["min_separation"])
+    """Score candidates by calibrated uncertainty and choose a batch by the strategy."""
+    strategy = selection.get("strategy", "top_k")
+    est = _estimator(committee, labeled_set, selection,
+                     need_features=strategy in FEATURE_STRATEGIES)
+    scores = est.scores(candidates)
+    ranking = est.ranking_score(candidates)
+    features = None
+    if strategy in FEATURE_STRATEGIES and candidates:
+        features = (est.features(candidates), est.features(est.train))
+    window = selection.get("threshold", {}) or {}
+    chosen = choose_batch(
+        strategy, selection["batch_size"], ranking, candidates, labeled_set,
+        selection["min_separation"], np.random.default_rng(selection["seed"]),
+        features=features, sigma_n=est.cfg.sigma_n,
+        window=(float(window.get("low", 0.0)), float(window.get("high", float("inf")))))
     selected = []
     for i in chosen:
         a = candidates[i].copy()
-        a.info["qbc_energy_std_ev_per_atom"] = float(scores["energy"][i])
-        a.info["qbc_max_force_std_ev_per_a"] = float(scores["force"][i])
-        a.info["selected_by"] = f"qbc/{criterion}"
+        a.info["energy_uncertainty_ev_per_atom"] = float(scores["energy"][i])
+        a.info["force_uncertainty_ev_per_a"] = float(scores["force"][i])
+        a.info["selected_by"] = f"{strategy}/{est.cfg.method}"
         selected.append(a)
-    s = scores[criterion]
+
+    def stat(x: np.ndarray, f) -> float:
+        return float(f(x)) if len(x) else float("nan")
+
+    unit = CRITERIA[est.cfg.criterion] if est.cfg.method == "committee" else "eV/atom"
     stats = {
-        "criterion": criterion,
-        "units": CRITERIA[criterion],
+        "strategy": strategy,
+        "criterion": est.cfg.criterion if est.cfg.method == "committee" else "energy",
+        "units": unit,
+        **est.summary(),
         "n_candidates": len(candidates),
         "n_selected": len(selected),
-        "candidate_score_mean": float(np.mean(s)) if len(s) else float("nan"),
-        "candidate_score_max": float(np.max(s)) if len(s) else float("nan"),
-        "selected_score_mean": float(np.mean(s[chosen])) if chosen else float("nan"),
-        "selected_score_min": float(np.min(s[chosen])) if chosen else float("nan"),
-        "candidate_energy_std_mean": float(np.mean(scores["energy"])) if len(s) else float("nan"),
-        "candidate_force_std_mean": float(np.mean(scores["force"])) if len(s) else float("nan"),
+        "candidate_score_mean": stat(ranking, np.mean),
+        "candidate_score_max": stat(ranking, np.max),
+        "selected_score_mean": stat(ranking[chosen], np.mean),
+        "selected_score_min": stat(ranking[chosen], np.min),
+        "candidate_energy_uncertainty_mean": stat(scores["energy"], np.mean),
+        "candidate_force_uncertainty_mean": stat(scores["force"], np.mean),
     }
     return selected, stats

@@ -1,0 +1,88 @@
+"""Uncertainty-biased molecular dynamics as an ASE calculator.
+
+The walker moves on the effective energy E_eff = E − τ·r(t)·u(S): the model energy lowered where
+the model is uncertain, so walkers are pushed towards extrapolative regions and rare events.
+Bias forces come from autograd, F_b = w ⊙ ∂u/∂R, with per-element weights w (hydrogen 0 by
+default: light atoms would otherwise pick up most of the push). r(t) rescales the bias so that
+τ is roughly the ratio of bias to physical force magnitude:
+r = √(Σ‖F_model‖²) / √(Σ‖F_b‖²) over a sliding window of the last ``window`` evaluations, and
+r = 0 until the window is full (burn-in).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+import numpy as np
+from ase.calculators.calculator import Calculator, all_changes
+
+from reactive_al.gradient_features import GradientFeatureUncertainty
+from reactive_al.models import Committee
+
+
+class UncertaintyBiasedCalculator(Calculator):
+    """Committee-mean energy and forces plus an uncertainty bias (eV, eV/Å).
+
+    ``uncertainty`` is a fitted :class:`GradientFeatureUncertainty`; ``energy_scale`` turns
+    its σ into a calibrated per-atom energy uncertainty (eV/atom), which times the number of
+    atoms is the structure's u(S) in eV. Results also carry ``energy_uncertainty`` (u, eV),
+    ``bias_energy``, ``bias_scale`` (τ·r) and, from the committee, ``forces_std`` scaled by
+    ``force_scale`` (calibrated atomic force uncertainty, eV/Å).
+    """
+
+    implemented_properties = ["energy", "forces", "forces_std", "energy_uncertainty",
+                              "bias_energy", "bias_scale"]
+
+    def __init__(
+        self,
+        committee: Committee,
+        uncertainty: GradientFeatureUncertainty,
+        tau: float = 0.1,
+        element_weights: dict[str, float] | None = None,
+        window: int = 100,
+        energy_scale: float = 1.0,
+        force_scale: float = 1.0,
+        **kwargs: Any,
+    ):
+        super().__init__(**kwargs)
+        self.committee = committee
+        self.uncertainty = uncertainty
+        self.tau = float(tau)
+        self.element_weights = {"H": 0.0} if element_weights is None else dict(element_weights)
+        self.window = int(window)
+        self.energy_scale = float(energy_scale)
+        self.force_scale = float(force_scale)
+        self._model_sq: deque[float] = deque(maxlen=self.window)
+        self._bias_sq: deque[float] = deque(maxlen=self.window)
+
+    def _weights(self) -> np.ndarray:
+        return np.array([self.element_weights.get(s, 1.0)
+                         for s in self.atoms.get_chemical_symbols()])[:, None]
+
+    def scale(self) -> float:
+        """Current τ·r(t): zero until the sliding window is full."""
+        if len(self._model_sq) < self.window or sum(self._bias_sq) <= 0:
+            return 0.0
+        return self.tau * float(np.sqrt(sum(self._model_sq) / sum(self._bias_sq)))
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes) -> None:
+        """Fill energy/forces of E_eff and the uncertainty diagnostics."""
+        super().calculate(atoms, properties, system_changes)
+        pred = self.committee.predict([self.atoms])
+        e_model, f_model = float(pred["energy"][0]), pred["forces"][0]
+        sigma, grad = self.uncertainty.uncertainty_and_gradient(self.atoms)
+        n = len(self.atoms)
+        u = self.energy_scale * sigma * n
+        f_bias = self._weights() * (self.energy_scale * n * grad)
+        self._model_sq.append(float((f_model ** 2).sum()))
+        self._bias_sq.append(float((f_bias ** 2).sum()))
+        s = self.scale()
+        self.results = {
+            "energy": e_model - s * u,
+            "forces": f_model + s * f_bias,
+            "forces_std": self.force_scale * pred["forces_std"][0],
+            "energy_uncertainty": u,
+            "bias_energy": -s * u,
+            "bias_scale": s,
+        }
