@@ -38,10 +38,13 @@ def summarize_iteration(
     if selection_stats is not None:
         summary.update({f"selection/{k}": v for k, v in selection_stats.items()})
     if exploration_stats is not None:
-        summary.update({f"exploration/{k}": v for k, v in exploration_stats.items()
-                        if k != "walker_stop_reasons"})
-        for reason, n in exploration_stats.get("walker_stop_reasons", {}).items():
-            summary[f"exploration/stop_{reason}"] = n
+        for k, v in exploration_stats.items():
+            if k == "walker_stop_reasons":
+                summary.update({f"exploration/stop_{r}": n for r, n in v.items()})
+            elif isinstance(v, dict):  # e.g. kinetic temperature per target temperature
+                summary.update({f"exploration/{k}/{kk}": vv for kk, vv in v.items()})
+            else:
+                summary[f"exploration/{k}"] = v
     if label_failures is not None:
         summary["labeling/n_failed"] = len(label_failures)
         summary["labeling/n_new"] = (len(selected) if selected is not None else 0) - len(
@@ -49,7 +52,11 @@ def summarize_iteration(
     params = {"n_labels": len(labeled_set), "ensemble_size": committee.spec.ensemble_size,
               "hidden": committee.spec.hidden}
     if selection_stats is not None:
-        params["criterion"] = selection_stats.get("criterion")
+        params.update({k: selection_stats.get(k) for k in
+                       ("strategy", "uncertainty", "criterion", "calibration")})
+    if exploration_stats is not None:
+        params["biased_md"] = exploration_stats.get("biased", False)
+        params["bias_tau"] = exploration_stats.get("bias_tau")
     summary["mlflow_run_id"] = log_iteration_run(
         iteration, {k: v for k, v in summary.items() if k != "iteration"}, params, committee,
         selected)

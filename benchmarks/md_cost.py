@@ -1,0 +1,103 @@
+"""Cost of one MD step: plain committee, committee + gradient-feature uncertainty, biased.
+
+For the SN2 complex (6 atoms) and alanine dipeptide (22 atoms), with the default committee
+(4 members, [64, 48]) and p = 512 gradient features. Langevin steps at 300 K; the walkers'
+physics checks are off so every run has the same number of steps. Target: biased ≤ 2.5× plain.
+Prints a table and writes benchmarks/results/md_cost.json.
+
+    python benchmarks/md_cost.py [--steps 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from ase import units
+from ase.calculators.calculator import Calculator, all_changes
+from ase.calculators.singlepoint import SinglePointCalculator
+from ase.data import atomic_numbers
+from ase.io import read
+from ase.md.langevin import Langevin
+from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+
+from reactive_al.bias import UncertaintyBiasedCalculator
+from reactive_al.gradient_features import GradientFeatureUncertainty
+from reactive_al.models import Committee, CommitteeSpec, build_model
+
+ROOT = Path(__file__).resolve().parents[1]
+SYSTEMS = {"sn2_cl_ch3cl": "data/01_raw/sn2_cl_ch3cl/reactant.xyz",
+           "alanine_dipeptide": "data/01_raw/alanine_dipeptide/reactant.xyz"}
+
+
+class WithUncertainty(Calculator):
+    """Committee mean plus the (unbiased) gradient-feature uncertainty at every step."""
+
+    implemented_properties = ["energy", "forces"]
+
+    def __init__(self, committee: Committee, gf: GradientFeatureUncertainty):
+        super().__init__()
+        self.committee, self.gf = committee, gf
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        p = self.committee.predict([self.atoms])
+        self.results = {"energy": float(p["energy"][0]), "forces": p["forces"][0],
+                        "energy_uncertainty": float(self.gf.energy_uncertainty([self.atoms])[0])}
+
+
+def ms_per_step(atoms, calc, steps: int) -> float:
+    a = atoms.copy()
+    a.calc = calc
+    rng = np.random.default_rng(0)
+    MaxwellBoltzmannDistribution(a, temperature_K=300, rng=rng)
+    dyn = Langevin(a, timestep=0.5 * units.fs, temperature_K=300, friction=0.02 / units.fs,
+                   fixcm=False, rng=rng)
+    dyn.run(5)  # warm-up
+    t = time.perf_counter()
+    dyn.run(steps)
+    return (time.perf_counter() - t) / steps * 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--steps", type=int, default=200)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    rows = []
+    for name, path in SYSTEMS.items():
+        atoms = read(ROOT / path)
+        symbols = sorted(set(atoms.get_chemical_symbols()), key=atomic_numbers.get)
+        spec = CommitteeSpec(symbols=symbols)
+        committee = Committee(build_model(spec), spec)
+        rng = np.random.default_rng(1)
+        train = []
+        for _ in range(32):
+            a = atoms.copy()
+            a.positions += rng.normal(0, 0.05, a.positions.shape)
+            a.calc = SinglePointCalculator(a, energy=0.0)
+            train.append(a)
+        gf = GradientFeatureUncertainty(num_features=512).fit(committee, train)
+        plain = ms_per_step(atoms, committee.calculator(), args.steps)
+        with_u = ms_per_step(atoms, WithUncertainty(committee, gf), args.steps)
+        biased = ms_per_step(atoms, UncertaintyBiasedCalculator(committee, gf, tau=0.1),
+                             args.steps)
+        row = {"system": name, "n_atoms": len(atoms), "plain_ms": round(plain, 2),
+               "with_uncertainty_ms": round(with_u, 2), "biased_ms": round(biased, 2),
+               "biased_over_plain": round(biased / plain, 2)}
+        rows.append(row)
+        print(f"{name:18s} N={len(atoms):2d}  plain {plain:6.1f} ms  +uncertainty "
+              f"{with_u:6.1f} ms  biased {biased:6.1f} ms  ({biased / plain:.2f}x)")
+    out = ROOT / "benchmarks/results/md_cost.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"steps": args.steps, "committee": "4 x [64, 48]",
+                               "num_features": 512, "rows": rows}, indent=2))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
