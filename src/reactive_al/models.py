@@ -53,6 +53,8 @@ class TrainingConfig:
     """Optimisation settings for a committee."""
 
     max_epochs: int = 400
+    #: early stopping waits at least this long: a validation split of a few frames is noisy
+    min_epochs: int = 0
     batch_size: int = 32
     learning_rate: float = 2e-3
     weight_decay: float = 1e-6
@@ -307,7 +309,7 @@ def train_committee(
         curve.append(v)
         if v < best[0] * (1 - 1e-4):
             best = (v, copy.deepcopy(model.state_dict()), epoch)
-        if epoch - best[2] >= cfg.patience:
+        if epoch + 1 >= cfg.min_epochs and epoch - best[2] >= cfg.patience:
             break
         if (time.perf_counter() - start) / 60 > cfg.max_minutes:
             log.warning("training stopped at the %.1f min time limit", cfg.max_minutes)
