@@ -33,3 +33,12 @@ def water_frames() -> list[Atoms]:
         a.info["origin"] = f"test/{i}"
         frames.append(a)
     return frames
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _close_dask_clusters():
+    """Stop labeling clusters before pytest prints its summary."""
+    yield
+    from reactive_al.oracles.labeling import close_clients
+
+    close_clients()

@@ -72,7 +72,8 @@ def test_campaign_grows_labels_trains_and_tracks(project):
 
     frames = read(new, index=":")
     assert all(f.info["origin"].startswith("md/") for f in frames)
-    assert all("qbc_max_force_std_ev_per_a" in f.info for f in frames)
+    assert all("force_uncertainty_ev_per_a" in f.info for f in frames)
+    assert all(f.info["selected_by"] == "top_k/committee" for f in frames)
     assert frames[0].get_forces().shape == (3, 3)
 
     import pandas as pd

@@ -166,7 +166,10 @@ def dask_client(cfg: LabelingConfig):
 
 
 def close_clients() -> None:
-    """Shut down the clusters this process started."""
+    """Shut down the clusters this process started (quietly: shutdown is not news)."""
+    for name in ("distributed", "distributed.scheduler", "distributed.nanny",
+                 "distributed.core", "distributed.worker"):
+        logging.getLogger(name).setLevel(logging.ERROR)
     while _CLIENTS:
         _, client = _CLIENTS.popitem()
         cluster = client.cluster
