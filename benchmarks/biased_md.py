@@ -1,6 +1,6 @@
 """Do uncertainty-biased walkers reach the SN2 transition-state region more than plain ones?
 
-Uses the first committee of a campaign (trained on the two wells only) and its training set.
+Trains the first committee of a campaign (on its initial set: the two wells only).
 Runs the same number of Langevin steps at 300 K from both wells, plain (committee mean) and
 uncertainty-biased (gradient-feature uncertainty, calibrated on the validation split), and
 counts sampled frames in the transition-state region |d(C–Cl1) − d(C–Cl2)| < 0.3 Å. Then labels
@@ -21,8 +21,9 @@ import numpy as np
 import yaml
 
 from reactive_al.bias import UncertaintyBiasedCalculator
-from reactive_al.datasets import CommitteeCheckpointDataset, ExtXYZDataset
+from reactive_al.datasets import ExtXYZDataset
 from reactive_al.exploration import WalkerConfig, run_walker
+from reactive_al.models import CommitteeSpec, TrainingConfig, train_committee
 from reactive_al.oracles.labeling import LabelingConfig, label_structures
 from reactive_al.systems import load_system
 from reactive_al.uncertainty import UncertaintyConfig, UncertaintyEstimator
@@ -44,8 +45,12 @@ def main() -> None:
     parser.add_argument("--n-label", type=int, default=6, help="frames labeled per mode")
     args = parser.parse_args()
     data = Path(args.data)
-    committee = CommitteeCheckpointDataset(str(data / "06_models/iter_00/committee.pt")).load()
     train = ExtXYZDataset(str(data / "03_primary/labeled_set_0.extxyz")).load()
+    # the wells-only committee of iteration 0, trained here with the project's settings so
+    # that its validation split (for calibration) is known
+    params = yaml.safe_load((ROOT / "conf/base/parameters_training.yml").read_text())["training"]
+    spec = CommitteeSpec(symbols=["H", "C", "Cl"], **params["model"])
+    committee = train_committee(train, spec, TrainingConfig(**params["fit"]))
     seeds = [a for a in ExtXYZDataset(str(data / "02_intermediate/md_seeds.extxyz")).load()
              if a.info.get("subset") in ("reactant", "product")]
     est = UncertaintyEstimator(committee, train, UncertaintyConfig(method="gradient_features"))

@@ -284,8 +284,8 @@ def train_committee(
         f_loss = (df ** 2).sum((1, 2, 3)).sum() / n_comp
         loss = e_loss + cfg.force_weight * f_loss
         m = e.shape[0]
-        return loss, {"energy_rmse": float((e_loss / m).sqrt()),
-                      "force_rmse": float((f_loss / m).sqrt())}
+        return loss, {"energy_rmse": float((e_loss.detach() / m).sqrt()),
+                      "force_rmse": float((f_loss.detach() / m).sqrt())}
 
     best = (math.inf, copy.deepcopy(model.state_dict()), 0)
     start = time.perf_counter()
