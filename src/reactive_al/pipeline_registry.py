@@ -13,6 +13,7 @@ from reactive_al.pipelines import (
     labeling,
     selection,
     training,
+    tuning,
 )
 
 
@@ -40,6 +41,7 @@ def register_pipelines() -> dict[str, Pipeline]:
         "selection": selection.create_pipeline(),
         "evaluation": evaluation.create_pipeline(),
         "active_learning": active_learning.create_pipeline(n_iterations=_n_iterations()),
+        "tuning": tuning.create_pipeline(),
     }
     pipes["__default__"] = (
         pipes["data_engineering"] + pipes["labeling"] + pipes["active_learning"]
