@@ -105,3 +105,38 @@ def choose_batch(
     else:
         picked = bs.kmeans_representatives(features[0][fresh], b, rng)
     return [int(fresh[i]) for i in picked]
+
+
+def query(
+    committee,
+    candidates: list[Atoms],
+    labeled_set: list[Atoms],
+    selection: dict,
+    rng: np.random.Generator,
+    batch_size: int | None = None,
+):
+    """Choose a batch as configured by a ``selection`` parameter block.
+
+    Builds the calibrated uncertainty estimator for ``committee`` (``labeled_set`` must be its
+    training set, in order: its validation split calibrates), ranks ``candidates`` and applies
+    the strategy. Returns (chosen indices, calibrated scores dict, ranking scores, estimator).
+    """
+    from reactive_al.uncertainty import UncertaintyConfig, UncertaintyEstimator
+
+    strategy = selection.get("strategy", "top_k")
+    cfg = UncertaintyConfig(**{**(selection.get("uncertainty") or {}),
+                               "criterion": selection["criterion"]})
+    est = UncertaintyEstimator(committee, labeled_set, cfg,
+                               need_features=strategy in FEATURE_STRATEGIES)
+    scores = est.scores(candidates)
+    ranking = est.ranking_score(candidates)
+    features = None
+    if strategy in FEATURE_STRATEGIES and candidates:
+        features = (est.features(candidates), est.features(est.train))
+    window = selection.get("threshold") or {}
+    chosen = choose_batch(
+        strategy, batch_size or selection["batch_size"], ranking, candidates, labeled_set,
+        float(selection.get("min_separation", 0.02)), rng, features=features,
+        sigma_n=cfg.sigma_n,
+        window=(float(window.get("low", 0.0)), float(window.get("high", float("inf")))))
+    return chosen, scores, ranking, est

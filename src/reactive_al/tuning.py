@@ -31,8 +31,8 @@ from ase.data import atomic_numbers
 
 from reactive_al.evaluation import evaluate_committee
 from reactive_al.models import Committee, CommitteeSpec, TrainingConfig, train_committee
-from reactive_al.selection import FEATURE_STRATEGIES, STRATEGIES, choose_batch
-from reactive_al.uncertainty import CRITERIA, METHODS, UncertaintyConfig, UncertaintyEstimator
+from reactive_al.selection import STRATEGIES, query
+from reactive_al.uncertainty import CRITERIA, METHODS, UncertaintyConfig
 
 if TYPE_CHECKING:
     import optuna
@@ -178,20 +178,7 @@ def query_batch(
     replay what it means in the campaign. ``train`` must be the committee's training frames in
     training order (its validation split calibrates the uncertainty).
     """
-    strategy = selection["strategy"]
-    cfg = UncertaintyConfig(**{**(selection.get("uncertainty") or {}),
-                               "criterion": selection["criterion"]})
-    est = UncertaintyEstimator(committee, train, cfg,
-                               need_features=strategy in FEATURE_STRATEGIES)
-    ranking = est.ranking_score(pool)
-    features = None
-    if strategy in FEATURE_STRATEGIES and pool:
-        features = (est.features(pool), est.features(est.train))
-    window = selection.get("threshold") or {}
-    chosen = choose_batch(
-        strategy, b, ranking, pool, train, float(selection.get("min_separation", 0.02)), rng,
-        features=features, sigma_n=cfg.sigma_n,
-        window=(float(window.get("low", 0.0)), float(window.get("high", float("inf")))))
+    chosen, _, ranking, _ = query(committee, pool, train, dict(selection), rng, batch_size=b)
     return np.asarray(chosen, dtype=int), ranking
 
 

@@ -9,12 +9,12 @@ from ase import Atoms
 
 from reactive_al.exploration import WalkerConfig, explore, model_normal_mode_samples, neb_candidates
 from reactive_al.models import Committee
-from reactive_al.selection import FEATURE_STRATEGIES, choose_batch
+from reactive_al.selection import query
 from reactive_al.uncertainty import CRITERIA, UncertaintyConfig, UncertaintyEstimator
 
 
 def _estimator(committee: Committee, labeled_set: list[Atoms], selection: dict[str, Any],
-               need_features: bool = False) -> UncertaintyEstimator:
+               need_features: bool) -> UncertaintyEstimator:
     cfg = UncertaintyConfig(**{**selection.get("uncertainty", {}),
                                "criterion": selection["criterion"]})
     return UncertaintyEstimator(committee, labeled_set, cfg, need_features=need_features)
@@ -75,19 +75,8 @@ def select_batch(
 ) -> tuple[list[Atoms], dict[str, Any]]:
     """Score candidates by calibrated uncertainty and choose a batch by the strategy."""
     strategy = selection.get("strategy", "top_k")
-    est = _estimator(committee, labeled_set, selection,
-                     need_features=strategy in FEATURE_STRATEGIES)
-    scores = est.scores(candidates)
-    ranking = est.ranking_score(candidates)
-    features = None
-    if strategy in FEATURE_STRATEGIES and candidates:
-        features = (est.features(candidates), est.features(est.train))
-    window = selection.get("threshold", {}) or {}
-    chosen = choose_batch(
-        strategy, selection["batch_size"], ranking, candidates, labeled_set,
-        selection["min_separation"], np.random.default_rng(selection["seed"]),
-        features=features, sigma_n=est.cfg.sigma_n,
-        window=(float(window.get("low", 0.0)), float(window.get("high", float("inf")))))
+    chosen, scores, ranking, est = query(committee, candidates, labeled_set, selection,
+                                         np.random.default_rng(selection["seed"]))
     selected = []
     for i in chosen:
         a = candidates[i].copy()
