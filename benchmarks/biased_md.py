@@ -55,7 +55,8 @@ def main() -> None:
              if a.info.get("subset") in ("reactant", "product")]
     est = UncertaintyEstimator(committee, train, UncertaintyConfig(method="gradient_features"))
     cfg = WalkerConfig(n_steps=args.steps, sample_every=5, max_force=50.0)
-    result = {"steps_per_walker": args.steps, "walkers_per_well": args.walkers, "tau": args.tau,
+    reactant = seeds[0]
+    result = {"well_abs_xi_A": abs(xi(reactant)), "steps_per_walker": args.steps, "walkers_per_well": args.walkers, "tau": args.tau,
               "temperature_K": 300, "ts_region": "|d(C-Cl1) - d(C-Cl2)| < 0.3 A",
               "energy_calibration_scale": est.energy_cal.scale}
     frames_by_mode = {}
@@ -76,6 +77,9 @@ def main() -> None:
         result[mode] = {
             "n_frames": len(frames),
             "ts_region_fraction": float(np.mean(np.abs(x) < 0.3)) if len(x) else 0.0,
+            "fraction_abs_xi_below_0.9_A": float(np.mean(np.abs(x) < 0.9)) if len(x) else 0.0,
+            "fraction_abs_xi_below_1.2_A": float(np.mean(np.abs(x) < 1.2)) if len(x) else 0.0,
+            "mean_abs_xi_A": float(np.mean(np.abs(x))) if len(x) else float("nan"),
             "min_abs_xi_A": float(np.min(np.abs(x))) if len(x) else float("nan"),
             "stop_reasons": {r: reasons.count(r) for r in set(reasons)},
             "wall_time_s": round(time.perf_counter() - t0, 1),
