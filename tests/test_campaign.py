@@ -33,7 +33,8 @@ active_learning: {n_iterations: 2}
 
 
 def kedro(project: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "true", "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "true", "OMP_NUM_THREADS": "1",
+           "COLUMNS": "250"}  # rich wraps long log lines at the terminal width
     exe = Path(sys.executable).with_name("kedro")
     return subprocess.run([str(exe), "run", *args], cwd=project, env=env,
                           capture_output=True, text=True, timeout=600)
@@ -86,7 +87,17 @@ def test_campaign_grows_labels_trains_and_tracks(project):
     for k in (0, 1):
         assert (data / f"06_models/iter_{k:02d}/committee.pt").exists()
         metrics = json.loads((data / f"08_reporting/iter_{k:02d}/metrics.json").read_text())
-        assert {"path/force_mae_ev_per_a", "reactant/force_mae_ev_per_a"} <= set(metrics)
+        assert {"path/force_mae_ev_per_a", "reactant/force_mae_ev_per_a",
+                "calibration/force_coverage_95", "path/idpp_barrier_error_kcal_mol"} <= set(
+            metrics)
+        assert 0 <= metrics["calibration/force_coverage_95"] <= 1
+        figures = {p.name for p in (data / f"08_reporting/iter_{k:02d}/figures").iterdir()}
+        assert figures == {"parity_energy.png", "parity_forces.png", "path_profile.png",
+                           "calibration_force.png", "calibration_energy.png"}
+    assert curve["test/wells_forgetting_ratio"].iloc[0] == 1.0
+    report = (data / "08_reporting/report.md").read_text()
+    assert "# Active-learning campaign: h3_exchange" in report
+    assert "iter_01/figures/path_profile.png" in report
 
     import mlflow
 
@@ -102,20 +113,29 @@ def test_campaign_grows_labels_trains_and_tracks(project):
     arts = {a.path for a in client.list_artifacts(it0, "model")} | {
         a.path for a in client.list_artifacts(it0, "selection")}
     assert arts == {"model/committee.pt", "selection/selected.extxyz"}
+    plots = {a.path for a in client.list_artifacts(it0, "plots")}
+    assert "plots/path_profile.png" in plots
 
 
 def test_resume_reruns_only_missing_iterations(project):
     data = project / "data"
-    kept = data / "06_models/iter_00/committee.pt"
-    mtime = kept.stat().st_mtime
-    shutil.rmtree(data / "08_reporting/iter_01")  # as if killed during the last iteration
+    kept = [data / "06_models/iter_00/committee.pt", data / "06_models/iter_01/committee.pt"]
+    mtimes = [k.stat().st_mtime for k in kept]
+    # as if killed while evaluating the last iteration: its reports and everything written at
+    # the end of a campaign are missing, its committee is already trained
+    shutil.rmtree(data / "08_reporting/iter_01")
+    for name in ("08_reporting/learning_curve.csv", "08_reporting/learning_curve.png",
+                 "08_reporting/report.md", "03_primary/labeled_set.extxyz",
+                 "06_models/committee.pt"):
+        (data / name).unlink()
     result = kedro(project, "--only-missing-outputs")
     assert result.returncode == 0, result.stderr[-3000:]
-    assert kept.stat().st_mtime == mtime
+    assert [k.stat().st_mtime for k in kept] == mtimes
     assert (data / "08_reporting/iter_01/summary.json").exists()
+    assert (data / "08_reporting/report.md").exists()
     log = " ".join((result.stderr + result.stdout).split())
-    # only the lost summary and the learning curve that depends on it run again
-    assert "Running 2 out of 15 nodes" in log
+    # evaluate + summarize of the last iteration, learning curve, publish, report
+    assert "Running 5 out of 16 nodes" in log
 
 
 @pytest.mark.parametrize("name", ["training", "selection", "evaluation"])

@@ -58,3 +58,98 @@ def evaluate_committee(committee: Committee, test_set: list[Atoms]) -> dict[str,
     out["mean_energy_uncertainty_ev_per_atom"] = float(np.mean(p["energy_std"]))
     out["mean_force_uncertainty_ev_per_a"] = float(np.mean(f_unc))
     return out
+
+
+def calibration_metrics(
+    committee: Committee, test_set: list[Atoms], labeled_set: list[Atoms]
+) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """How well the committee's calibrated spreads describe its test errors.
+
+    The spreads are turned into Gaussian σ by one scale fitted (maximum likelihood) on the
+    committee's validation split; on the test set we report the Spearman correlation of σ with
+    the error, the coverage of the nominal 95% interval and the miscalibration area, for
+    per-atom force errors (RMS over x, y, z) and per-atom energy errors. Returns (metrics,
+    calibration curves {"force": (expected, observed), "energy": ...}).
+    """
+    from reactive_al.science_metrics import (
+        calibration_curve,
+        interval_coverage,
+        miscalibration_area,
+        spearman,
+    )
+    from reactive_al.uncertainty import UncertaintyConfig, UncertaintyEstimator
+
+    est = UncertaintyEstimator(committee, labeled_set,
+                               UncertaintyConfig(method="committee", calibration="gaussian_ml"))
+    p = committee.predict(test_set)
+    f_err = np.concatenate([np.sqrt(((pf - a.get_forces()) ** 2).mean(1))
+                            for pf, a in zip(p["forces"], test_set, strict=True)])
+    f_sig = est.force_cal(np.concatenate(p["forces_std"]))
+    n = np.array([len(a) for a in test_set])
+    e_err = np.abs(p["energy"] - [a.get_potential_energy() for a in test_set]) / n
+    e_sig = est.energy_cal(np.asarray(p["energy_std"]))
+    out, curves = {}, {}
+    for name, err, sig in (("force", f_err, f_sig), ("energy", e_err, e_sig)):
+        ok = sig > 0
+        out[f"calibration/{name}_spearman"] = spearman(sig[ok], err[ok])
+        out[f"calibration/{name}_coverage_95"] = interval_coverage(err[ok], sig[ok], 0.95)
+        out[f"calibration/{name}_miscalibration_area"] = miscalibration_area(err[ok], sig[ok])
+        curves[name] = calibration_curve(err[ok], sig[ok])
+    out["calibration/force_scale"] = est.force_cal.scale
+    out["calibration/energy_scale"] = est.energy_cal.scale
+    return out, curves
+
+
+def path_profile(committee: Committee, test_set: list[Atoms]) -> dict[str, Any] | None:
+    """QM vs committee energies along the test set's IDPP images (None if it has none).
+
+    The IDPP images are not a converged minimum-energy path, so the barrier along them is a
+    proxy for the reaction barrier: ``idpp_barrier_error_kcal_mol`` compares the highest image
+    relative to the first, model against QM.
+    """
+    from reactive_al.science_metrics import (
+        barrier_error_kcal,
+        committee_path_energies,
+        path_coordinate,
+    )
+
+    images = [a for a in test_set if a.info.get("origin") == "path/idpp"]
+    if len(images) < 3:
+        return None
+    e_ref = np.array([a.get_potential_energy() for a in images])
+    e_model, sigma = committee_path_energies(committee, images)
+    err = barrier_error_kcal(e_model, e_ref)
+    return {"coord": path_coordinate(images), "e_ref": e_ref, "e_model": e_model,
+            "sigma": sigma,
+            "metrics": {"path/idpp_barrier_error_kcal_mol": err["barrier_error_kcal_mol"],
+                        "path/idpp_model_barrier_kcal_mol": err["model_barrier_kcal_mol"],
+                        "path/idpp_qm_barrier_kcal_mol": err["reference_barrier_kcal_mol"]}}
+
+
+def evaluation_figures(
+    committee: Committee, test_set: list[Atoms], labeled_set: list[Atoms] | None = None
+) -> dict[str, Any]:
+    """Parity plots, the IDPP-path energy profile and calibration plots (PNG names → Figure).
+
+    Calibration plots need the committee's training set (``labeled_set``).
+    """
+    from reactive_al import plots
+
+    curves = calibration_metrics(committee, test_set, labeled_set)[1] if labeled_set else {}
+    p = committee.predict(test_set)
+    n = np.array([len(a) for a in test_set])
+    figs = {
+        "parity_energy.png": plots.parity_plot(
+            np.array([a.get_potential_energy() for a in test_set]) / n, p["energy"] / n,
+            "energy", "eV/atom"),
+        "parity_forces.png": plots.parity_plot([a.get_forces() for a in test_set],
+                                               p["forces"], "force"),
+    }
+    prof = path_profile(committee, test_set)
+    if prof is not None:
+        figs["path_profile.png"] = plots.energy_profile(
+            prof["coord"], prof["e_ref"], prof["e_model"], prof["sigma"],
+            coord_label="IDPP path coordinate")
+    for name, (expected, observed) in curves.items():
+        figs[f"calibration_{name}.png"] = plots.calibration_plot(expected, observed, label=name)
+    return figs

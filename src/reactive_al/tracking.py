@@ -33,11 +33,13 @@ def log_iteration_run(
     params: dict[str, Any],
     committee: Committee,
     selected: list[Atoms] | None = None,
+    figures: dict[str, Any] | None = None,
 ) -> str | None:
     """Open a nested MLflow run ``iter_NN`` under the active (campaign) run and fill it.
 
     Logs the metrics (also on the campaign run with ``step=iteration``), the params, the
-    committee checkpoint and the selected structures as artifacts. Returns the nested run id,
+    committee checkpoint, the selected structures and ``figures`` (PNG name → matplotlib
+    Figure) as artifacts. Returns the nested run id,
     or None when no campaign run is active (MLflow tracking switched off).
     """
     import mlflow
@@ -63,6 +65,8 @@ def log_iteration_run(
                 path = Path(tmp) / "selected.extxyz"
                 write(path, selected, format="extxyz")
                 mlflow.log_artifact(str(path), artifact_path="selection")
+        for name, fig in (figures or {}).items():
+            mlflow.log_figure(fig, f"plots/{name}")
         run_id = run.info.run_id
     # kedro-mlflow keeps the campaign run active; make sure we are back on it
     active = mlflow.active_run()

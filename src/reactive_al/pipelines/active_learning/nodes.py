@@ -11,7 +11,10 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from ase import Atoms
 
+from reactive_al.evaluation import evaluation_figures
 from reactive_al.models import Committee
+from reactive_al.report import markdown_report
+from reactive_al.science_metrics import forgetting_ratio
 from reactive_al.tracking import log_iteration_run
 
 
@@ -19,14 +22,19 @@ def summarize_iteration(
     metrics: dict[str, Any],
     committee: Committee,
     labeled_set: list[Atoms],
+    test_set: list[Atoms],
     exploration_stats: dict[str, Any] | None = None,
     selection_stats: dict[str, Any] | None = None,
     selected: list[Atoms] | None = None,
     label_failures: list[dict[str, Any]] | None = None,
     *,
     iteration: int,
-) -> dict[str, Any]:
-    """One iteration's record (labels, test errors, uncertainty statistics), also to MLflow."""
+) -> tuple[dict[str, Any], dict[str, plt.Figure]]:
+    """One iteration's record and figures, also logged to a nested MLflow run.
+
+    The record holds labels used, test errors, calibration and uncertainty statistics; the
+    figures are the parity plots, the path energy profile and the calibration plots.
+    """
     summary: dict[str, Any] = {
         "iteration": iteration,
         "n_labels": len(labeled_set),
@@ -57,15 +65,21 @@ def summarize_iteration(
     if exploration_stats is not None:
         params["biased_md"] = exploration_stats.get("biased", False)
         params["bias_tau"] = exploration_stats.get("bias_tau")
+    figures = evaluation_figures(committee, test_set, labeled_set)
     summary["mlflow_run_id"] = log_iteration_run(
         iteration, {k: v for k, v in summary.items() if k != "iteration"}, params, committee,
-        selected)
-    return summary
+        selected, figures)
+    return summary, figures
 
 
 def learning_curve(*summaries: dict[str, Any]) -> tuple[pd.DataFrame, plt.Figure]:
     """Per-iteration table and a plot of test force MAE vs number of labels."""
     table = pd.DataFrame(list(summaries)).sort_values("iteration").reset_index(drop=True)
+    wells = [c for c in ("test/reactant/force_mae_ev_per_a", "test/product/force_mae_ev_per_a")
+             if c in table]
+    if wells:
+        # error on the initial domain (the wells) relative to the first iteration
+        table["test/wells_forgetting_ratio"] = forgetting_ratio(table[wells].mean(axis=1))
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
     for col, label in (("test/force_mae_ev_per_a", "all"),
                        ("test/path/force_mae_ev_per_a", "path"),
@@ -90,3 +104,32 @@ def learning_curve(*summaries: dict[str, Any]) -> tuple[pd.DataFrame, plt.Figure
 def finalize(labeled_set: list[Atoms], committee: Committee) -> tuple[list[Atoms], Committee]:
     """Publish the last iteration's training set and committee as the campaign's product."""
     return list(labeled_set), committee
+
+
+REPORT_COLUMNS = {
+    "iteration": "iteration",
+    "n_labels": "labels",
+    "test/force_mae_ev_per_a": "force MAE (eV/Å)",
+    "test/path/force_mae_ev_per_a": "path force MAE (eV/Å)",
+    "test/energy_mae_mev_per_atom": "energy MAE (meV/atom)",
+    "test/path/idpp_barrier_error_kcal_mol": "IDPP barrier error (kcal/mol)",
+    "test/calibration/force_spearman": "Spearman (force)",
+    "test/calibration/force_coverage_95": "95% coverage (force)",
+    "test/wells_forgetting_ratio": "forgetting ratio (wells)",
+}
+
+
+def campaign_report(table: pd.DataFrame, system: str, n_iterations: int) -> str:
+    """Markdown report of a campaign: final numbers, the learning curve table, figure links."""
+    last = table.iloc[-1]
+    headline = {label: last[col] for col, label in REPORT_COLUMNS.items()
+                if col in table and col != "iteration"}
+    cols = [c for c in REPORT_COLUMNS if c in table]
+    curve = table[cols].rename(columns=REPORT_COLUMNS)
+    ns = f"iter_{n_iterations - 1:02d}"
+    figures = {"Learning curve": "learning_curve.png",
+               "Energy along the IDPP path, last iteration": f"{ns}/figures/path_profile.png",
+               "Force parity, last iteration": f"{ns}/figures/parity_forces.png",
+               "Force calibration, last iteration": f"{ns}/figures/calibration_force.png"}
+    return markdown_report(f"Active-learning campaign: {system}", system, headline,
+                           {"Learning curve": curve}, figures)

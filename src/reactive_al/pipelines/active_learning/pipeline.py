@@ -12,6 +12,7 @@ from functools import partial, update_wrapper
 from kedro.pipeline import Pipeline, node
 
 from reactive_al.pipelines.active_learning.nodes import (
+    campaign_report,
     finalize,
     learning_curve,
     summarize_iteration,
@@ -33,8 +34,8 @@ def iteration_template(iteration: int, acquire: bool) -> Pipeline:
     pipe = training_pipeline() + evaluation_pipeline()
     if not acquire:
         return pipe + Pipeline([
-            node(_at(iteration), ["metrics", "committee", "labeled_set"], "summary",
-                 name="summarize_iteration"),
+            node(_at(iteration), ["metrics", "committee", "labeled_set", "test_set"],
+                 ["summary", "figures"], name="summarize_iteration"),
         ])
     return pipe + selection_pipeline() + Pipeline([
         node(label_frames, ["selected", *QM_PARAMS], ["new_labels", "label_failures"],
@@ -42,9 +43,9 @@ def iteration_template(iteration: int, acquire: bool) -> Pipeline:
         node(merge_labeled, ["labeled_set", "new_labels"], "next_labeled_set",
              name="merge_labeled"),
         node(_at(iteration),
-             ["metrics", "committee", "labeled_set", "exploration_stats", "selection_stats",
-              "selected", "label_failures"],
-             "summary", name="summarize_iteration"),
+             ["metrics", "committee", "labeled_set", "test_set", "exploration_stats",
+              "selection_stats", "selected", "label_failures"],
+             ["summary", "figures"], name="summarize_iteration"),
     ])
 
 
@@ -72,5 +73,7 @@ def create_pipeline(n_iterations: int = 5, **kwargs) -> Pipeline:
              ["learning_curve", "learning_curve_plot"], name="learning_curve"),
         node(finalize, [f"labeled_set_{n_iterations - 1}", f"{ns_last}.committee"],
              ["labeled_set", "committee"], name="publish_campaign_result"),
+        node(partial(campaign_report, n_iterations=n_iterations),
+             ["learning_curve", "params:system"], "campaign_report", name="campaign_report"),
     ])
     return sum(iterations, Pipeline([])) + wrap_up

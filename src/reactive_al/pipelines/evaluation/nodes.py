@@ -6,10 +6,21 @@ from typing import Any
 
 from ase import Atoms
 
-from reactive_al.evaluation import evaluate_committee
+from reactive_al.evaluation import calibration_metrics, evaluate_committee, path_profile
 from reactive_al.models import Committee
 
 
-def evaluate(committee: Committee, test_set: list[Atoms]) -> dict[str, Any]:
-    """Energy/force errors of the committee on the fixed test set, per subset too."""
-    return evaluate_committee(committee, test_set)
+def evaluate(
+    committee: Committee, test_set: list[Atoms], labeled_set: list[Atoms]
+) -> dict[str, Any]:
+    """Test-set errors (overall, per subset), calibration and the IDPP-path barrier error.
+
+    ``labeled_set`` is the committee's training set: its validation split calibrates the
+    uncertainties whose quality is measured here.
+    """
+    metrics = evaluate_committee(committee, test_set)
+    metrics.update(calibration_metrics(committee, test_set, labeled_set)[0])
+    profile = path_profile(committee, test_set)
+    if profile is not None:
+        metrics.update(profile["metrics"])
+    return metrics

@@ -6,7 +6,8 @@ from reactive_al.pipelines.evaluation.nodes import evaluate
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    """``committee`` + ``test_set`` → ``metrics``."""
+    """``committee`` + ``test_set`` (+ its ``labeled_set`` for calibration) → ``metrics``."""
     return Pipeline([
-        node(evaluate, ["committee", "test_set"], "metrics", name="evaluate_committee"),
+        node(evaluate, ["committee", "test_set", "labeled_set"], "metrics",
+             name="evaluate_committee"),
     ])
