@@ -28,8 +28,11 @@ test: install
 lint: install
 	$(BIN)/ruff check src tests benchmarks
 
+## Benchmarks (write benchmarks/results/*.json); biased_md.py and tuning_sn2.py need a campaign.
 bench: install
-	$(BIN)/python benchmarks/training.py
+	$(BIN)/python benchmarks/training.py --qm
+	$(BIN)/python benchmarks/md_cost.py
+	$(BIN)/python benchmarks/labeling.py
 
 notebook: install
 	$(BIN)/kedro jupyter lab

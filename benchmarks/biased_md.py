@@ -13,12 +13,12 @@ force errors. Prints and writes benchmarks/results/biased_md.json.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 import yaml
+from _results import write_result
 
 from reactive_al.bias import UncertaintyBiasedCalculator
 from reactive_al.datasets import ExtXYZDataset
@@ -56,8 +56,8 @@ def main() -> None:
     est = UncertaintyEstimator(committee, train, UncertaintyConfig(method="gradient_features"))
     cfg = WalkerConfig(n_steps=args.steps, sample_every=5, max_force=50.0)
     reactant = seeds[0]
-    result = {"well_abs_xi_A": abs(xi(reactant)), "steps_per_walker": args.steps, "walkers_per_well": args.walkers, "tau": args.tau,
-              "temperature_K": 300, "ts_region": "|d(C-Cl1) - d(C-Cl2)| < 0.3 A",
+    result = {"well_abs_xi_A": abs(xi(reactant)), "steps_per_walker": args.steps,
+              "walkers_per_well": args.walkers, "tau": args.tau, "temperature_K": 300, "ts_region": "|d(C-Cl1) - d(C-Cl2)| < 0.3 A",
               "energy_calibration_scale": est.energy_cal.scale}
     frames_by_mode = {}
     for mode in ("plain", "biased"):
@@ -103,10 +103,7 @@ def main() -> None:
         result[mode]["n_labeled"] = len(labeled)
         result[mode]["n_label_failures"] = len(failures)
         print(mode, "true force MAE", result[mode]["true_force_mae_ev_per_a"])
-    out = ROOT / "benchmarks/results/biased_md.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    print(f"wrote {out}")
+    write_result("biased_md", result)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ Overhead = pipeline/raw − 1 (target ≤ 5%); parallel efficiency = pipeline / 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 import time
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import yaml
+from _results import write_result
 from ase.io import read
 
 from reactive_al.oracles.labeling import LabelingConfig, dask_client, label_structures
@@ -82,10 +82,7 @@ def main() -> None:
     }
     for k, v in result.items():
         print(f"{k:32s} {v}")
-    out = ROOT / "benchmarks/results/labeling.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    print(f"wrote {out}")
+    write_result("labeling", result)
 
 
 if __name__ == "__main__":

@@ -11,12 +11,12 @@ Prints a table and writes benchmarks/results/md_cost.json.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from _results import write_result
 from ase import units
 from ase.calculators.calculator import Calculator, all_changes
 from ase.calculators.singlepoint import SinglePointCalculator
@@ -92,11 +92,8 @@ def main() -> None:
         rows.append(row)
         print(f"{name:18s} N={len(atoms):2d}  plain {plain:6.1f} ms  +uncertainty "
               f"{with_u:6.1f} ms  biased {biased:6.1f} ms  ({biased / plain:.2f}x)")
-    out = ROOT / "benchmarks/results/md_cost.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"steps": args.steps, "committee": "4 x [64, 48]",
-                               "num_features": 512, "rows": rows}, indent=2))
-    print(f"wrote {out}")
+    write_result("md_cost", {"steps": args.steps, "committee": "4 x [64, 48]",
+                               "num_features": 512, "rows": rows})
 
 
 if __name__ == "__main__":

@@ -9,12 +9,12 @@ run: timings on a shared machine are noisy.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from _results import write_result
 from ase.io import read
 
 from reactive_al.models import (
@@ -88,10 +88,7 @@ def main() -> None:
         key = "qm_label_s_b3lyp_631+gs_grid3_1thread"
         result[key] = round(time.perf_counter() - t, 2)
         print(f"one B3LYP/6-31+G* label (1 thread): {result[key]} s")
-    out = ROOT / "benchmarks/results/training.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    print(f"wrote {out}")
+    write_result("training", result)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,19 @@ from reactive_al.oracles.labeling import FailureBudgetExceeded, LabelingConfig, 
 from .conftest import HF_STO3G, water
 
 
+def count_qm_calls(monkeypatch) -> list:
+    """Record every QM calculation the labeling layer starts (in this process)."""
+    calls: list = []
+    real = labeling.compute_label
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(labeling, "compute_label", counting)
+    return calls
+
+
 def _cfg(tmp_path, **kw) -> LabelingConfig:
     base = {"charge": 0, "multiplicity": 1, "level": HF_STO3G,
             "cache_path": str(tmp_path / "cache.db"), "scheduler": "synchronous",
@@ -35,14 +48,7 @@ def test_cache_hit_returns_identical_labels_without_qm(tmp_path, water_frames, m
 def test_interrupted_batch_recomputes_only_missing(tmp_path, water_frames, monkeypatch):
     cfg = _cfg(tmp_path)
     label_structures(water_frames[:4], cfg)  # "killed" after four labels
-    calls = []
-    real = labeling.compute_label
-
-    def counting(*args, **kwargs):
-        calls.append(1)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(labeling, "compute_label", counting)
+    calls = count_qm_calls(monkeypatch)
     labeled, _ = label_structures(water_frames, cfg)
     assert len(labeled) == 6
     assert len(calls) == 2
@@ -157,14 +163,7 @@ def test_killed_labeling_process_loses_only_calculations_in_flight(tmp_path, mon
     proc.wait()
     done = len(store)
     assert 3 <= done < 16
-    calls = []
-    real = labeling.compute_label
-
-    def counting(*args, **kwargs):
-        calls.append(1)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(labeling, "compute_label", counting)
+    calls = count_qm_calls(monkeypatch)
     result = _label_in_process(str(cache), 0, 16, 0)
     assert len(result) == 16
     assert len(calls) == 16 - done
