@@ -57,7 +57,8 @@ def main() -> None:
     cfg = WalkerConfig(n_steps=args.steps, sample_every=5, max_force=50.0)
     reactant = seeds[0]
     result = {"well_abs_xi_A": abs(xi(reactant)), "steps_per_walker": args.steps,
-              "walkers_per_well": args.walkers, "tau": args.tau, "temperature_K": 300, "ts_region": "|d(C-Cl1) - d(C-Cl2)| < 0.3 A",
+              "walkers_per_well": args.walkers, "tau": args.tau, "temperature_K": 300,
+              "ts_region": "|d(C-Cl1) - d(C-Cl2)| < 0.3 A",
               "energy_calibration_scale": est.energy_cal.scale}
     frames_by_mode = {}
     for mode in ("plain", "biased"):
