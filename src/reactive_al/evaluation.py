@@ -26,7 +26,9 @@ def error_metrics(
     }
 
 
-def evaluate_committee(committee: Committee, test_set: list[Atoms]) -> dict[str, Any]:
+def evaluate_committee(
+    committee: Committee, test_set: list[Atoms], pred: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Errors of the committee mean on ``test_set``: overall and per ``info['subset']``.
 
     Also reports how well the committee spread ranks the true errors (Spearman correlation of
@@ -35,7 +37,7 @@ def evaluate_committee(committee: Committee, test_set: list[Atoms]) -> dict[str,
     """
     if not test_set:
         raise ValueError("the test set is empty: nothing to evaluate")
-    p = committee.predict(test_set)
+    p = pred if pred is not None else committee.predict(test_set)
     e_ref = np.array([a.get_potential_energy() for a in test_set])
     f_ref = [a.get_forces() for a in test_set]
     n_atoms = np.array([len(a) for a in test_set])
@@ -61,7 +63,8 @@ def evaluate_committee(committee: Committee, test_set: list[Atoms]) -> dict[str,
 
 
 def calibration_metrics(
-    committee: Committee, test_set: list[Atoms], labeled_set: list[Atoms]
+    committee: Committee, test_set: list[Atoms], labeled_set: list[Atoms],
+    pred: dict[str, Any] | None = None,
 ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     """How well the committee's calibrated spreads describe its test errors.
 
@@ -81,7 +84,7 @@ def calibration_metrics(
 
     est = UncertaintyEstimator(committee, labeled_set,
                                UncertaintyConfig(method="committee", calibration="gaussian_ml"))
-    p = committee.predict(test_set)
+    p = pred if pred is not None else committee.predict(test_set)
     f_err = np.concatenate([np.sqrt(((pf - a.get_forces()) ** 2).mean(1))
                             for pf, a in zip(p["forces"], test_set, strict=True)])
     f_sig = est.force_cal(np.concatenate(p["forces_std"]))
@@ -135,8 +138,8 @@ def evaluation_figures(
     """
     from reactive_al import plots
 
-    curves = calibration_metrics(committee, test_set, labeled_set)[1] if labeled_set else {}
     p = committee.predict(test_set)
+    curves = calibration_metrics(committee, test_set, labeled_set, p)[1] if labeled_set else {}
     n = np.array([len(a) for a in test_set])
     figs = {
         "parity_energy.png": plots.parity_plot(

@@ -18,8 +18,9 @@ def evaluate(
     ``labeled_set`` is the committee's training set: its validation split calibrates the
     uncertainties whose quality is measured here.
     """
-    metrics = evaluate_committee(committee, test_set)
-    metrics.update(calibration_metrics(committee, test_set, labeled_set)[0])
+    pred = committee.predict(test_set)
+    metrics = evaluate_committee(committee, test_set, pred)
+    metrics.update(calibration_metrics(committee, test_set, labeled_set, pred)[0])
     profile = path_profile(committee, test_set)
     if profile is not None:
         metrics.update(profile["metrics"])
