@@ -8,6 +8,7 @@ as each finishes, so an interrupted batch loses only the calculations in flight.
 from __future__ import annotations
 
 import atexit
+import json
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -153,7 +154,9 @@ def dask_client(cfg: LabelingConfig):
     """
     from dask.distributed import Client
 
-    key = (cfg.scheduler, cfg.n_workers, cfg.omp_threads, tuple(sorted(cfg.slurm.items())))
+    # slurm settings may hold lists (job_script_prologue): key on their JSON form
+    key = (cfg.scheduler, cfg.n_workers, cfg.omp_threads,
+           json.dumps(cfg.slurm, sort_keys=True, default=str))
     client = _CLIENTS.get(key)
     if client is not None and client.status == "running":
         return client
