@@ -334,13 +334,15 @@ class GradientFeatureUncertainty:
         d = torch.cdist(phi, self._train_t, compute_mode="donot_use_mm_for_euclid_dist")
         return d.min(1).values
 
+    def _normalised(self, frames: list[Atoms]) -> Tensor | None:
+        """Normalised structure features of ``frames`` (None for no frames)."""
+        self._require_fit()
+        return self._raw_features(frames) / self.scale if frames else None
+
     def energy_variance(self, frames: list[Atoms]) -> np.ndarray:
         """GP posterior variance σ² per structure."""
-        self._require_fit()
-        if not frames:
-            return np.zeros(0)
-        phi = self._raw_features(frames) / self.scale
-        return self._variance_t(phi).numpy()
+        phi = self._normalised(frames)
+        return np.zeros(0) if phi is None else self._variance_t(phi).numpy()
 
     def energy_uncertainty(self, frames: list[Atoms]) -> np.ndarray:
         """GP posterior standard deviation σ per structure (uncalibrated)."""
@@ -356,11 +358,8 @@ class GradientFeatureUncertainty:
 
     def distance_uncertainty(self, frames: list[Atoms]) -> np.ndarray:
         """Euclidean distance from each structure's feature to the nearest training feature."""
-        self._require_fit()
-        if not frames:
-            return np.zeros(0)
-        phi = self._raw_features(frames) / self.scale
-        return self._distance_t(phi).numpy()
+        phi = self._normalised(frames)
+        return np.zeros(0) if phi is None else self._distance_t(phi).numpy()
 
     def uncertainty_tensor(
         self, species: Tensor, coords: Tensor, kind: UncertaintyKind = "posterior"

@@ -12,6 +12,11 @@ def distance_fingerprint(atoms: Atoms) -> np.ndarray:
     return np.sort(d[np.triu_indices(len(atoms), 1)])
 
 
+def _near_any(fp: np.ndarray, references: list[np.ndarray], tol: float) -> bool:
+    """Whether fingerprint ``fp`` is within ``tol`` Å RMS of any reference fingerprint."""
+    return any(len(r) == len(fp) and np.sqrt(np.mean((r - fp) ** 2)) < tol for r in references)
+
+
 def top_k_unique(
     candidates: list[Atoms],
     scores: np.ndarray,
@@ -27,17 +32,11 @@ def top_k_unique(
     """
     fps = [distance_fingerprint(a) for a in candidates]
     taken = [distance_fingerprint(a) for a in (reference or [])]
-
-    def is_dup(fp: np.ndarray) -> bool:
-        return any(
-            len(t) == len(fp) and np.sqrt(np.mean((t - fp) ** 2)) < min_separation for t in taken
-        )
-
     chosen: list[int] = []
     for i in np.argsort(-np.asarray(scores), kind="stable"):
         if len(chosen) >= batch_size:
             break
-        if is_dup(fps[i]):
+        if _near_any(fps[i], taken, min_separation):
             continue
         chosen.append(int(i))
         taken.append(fps[i])
@@ -53,12 +52,8 @@ def not_in_training(candidates: list[Atoms], reference: list[Atoms],
                     min_separation: float) -> np.ndarray:
     """Indices of candidates that are not near-duplicates of a reference (training) frame."""
     ref = [distance_fingerprint(a) for a in reference]
-    keep = []
-    for i, a in enumerate(candidates):
-        fp = distance_fingerprint(a)
-        if not any(len(r) == len(fp) and np.sqrt(np.mean((r - fp) ** 2)) < min_separation
-                   for r in ref):
-            keep.append(i)
+    keep = [i for i, a in enumerate(candidates)
+            if not _near_any(distance_fingerprint(a), ref, min_separation)]
     return np.array(keep, dtype=int)
 
 
@@ -129,7 +124,7 @@ def query(
     est = UncertaintyEstimator(committee, labeled_set, cfg,
                                need_features=strategy in FEATURE_STRATEGIES)
     scores = est.scores(candidates)
-    ranking = est.ranking_score(candidates)
+    ranking = est.ranking(scores)
     features = None
     if strategy in FEATURE_STRATEGIES and candidates:
         features = (est.features(candidates), est.features(est.train))

@@ -97,9 +97,12 @@ class UncertaintyEstimator:
                 seed=cfg.seed).fit(committee, self.train)
         self.energy_cal, self.force_cal = self._calibrate()
 
-    def _raw_energy(self, frames: list[Atoms]) -> np.ndarray:
+    def _raw_energy(self, frames: list[Atoms],
+                    committee_scores: dict[str, np.ndarray] | None = None) -> np.ndarray:
         if self.cfg.method == "committee":
-            return committee_uncertainty(self.committee, frames)["energy"]
+            if committee_scores is None:
+                committee_scores = committee_uncertainty(self.committee, frames)
+            return committee_scores["energy"]
         if self.cfg.method == "gradient_features":
             return self.gf.energy_uncertainty(frames)
         return self.gf.distance_uncertainty(frames)
@@ -122,13 +125,16 @@ class UncertaintyEstimator:
         """Calibrated ``energy`` (eV/atom) and largest atomic ``force`` (eV/Å) uncertainty."""
         if not frames:
             return {"energy": np.zeros(0), "force": np.zeros(0)}
-        force = self.force_cal(committee_uncertainty(self.committee, frames)["force"])
-        return {"energy": self.energy_cal(self._raw_energy(frames)), "force": force}
+        committee = committee_uncertainty(self.committee, frames)
+        return {"energy": self.energy_cal(self._raw_energy(frames, committee)),
+                "force": self.force_cal(committee["force"])}
 
-    def ranking_score(self, frames: list[Atoms]) -> np.ndarray:
-        """The score candidates are ranked by: energy for GF methods, else the criterion."""
-        s = self.scores(frames)
-        return s["energy"] if self.cfg.method != "committee" else s[self.cfg.criterion]
+    def ranking(self, scores: dict[str, np.ndarray]) -> np.ndarray:
+        """The score candidates are ranked by, picked from :meth:`scores`.
+
+        Energy for the gradient-feature methods, else the configured criterion.
+        """
+        return scores["energy"] if self.cfg.method != "committee" else scores[self.cfg.criterion]
 
     def features(self, frames: list[Atoms]) -> np.ndarray:
         """Normalised gradient features (requires ``need_features`` or a GF method)."""
