@@ -7,6 +7,7 @@ consistent; at every boundary of this module energies are eV and forces eV/Å.
 from __future__ import annotations
 
 import copy
+import hashlib
 import logging
 import math
 import time
@@ -48,9 +49,19 @@ class CommitteeSpec:
         return d
 
 
+TRAINING_MODES = ("retrain", "warm_start")
+
+
 @dataclass
 class TrainingConfig:
-    """Optimisation settings for a committee."""
+    """Optimisation settings for a committee.
+
+    ``mode`` chooses how an AL iteration gets its committee: ``retrain`` trains fresh members
+    on the whole labeled set; ``warm_start`` continues every member of the previous committee
+    for at most ``warm_start_epochs`` on the new structures plus a replay of old ones (see
+    :func:`train_committee`). ``replay_fraction`` is the share of the old training structures
+    drawn afresh into every warm-start epoch (1.0: fine-tune on everything; 0.0: new only).
+    """
 
     max_epochs: int = 400
     #: early stopping waits at least this long: a validation split of a few frames is noisy
@@ -63,6 +74,21 @@ class TrainingConfig:
     patience: int = 50
     seed: int = 0
     max_minutes: float = 10.0
+    mode: str = "retrain"
+    replay_fraction: float = 1.0
+    warm_start_epochs: int = 100
+
+    def __post_init__(self) -> None:
+        where = "parameters_training.yml: training.fit"
+        if self.mode not in TRAINING_MODES:
+            raise ValueError(f"{where}.mode must be one of {list(TRAINING_MODES)}, "
+                             f"got {self.mode!r}")
+        if not 0.0 <= float(self.replay_fraction) <= 1.0:
+            raise ValueError(f"{where}.replay_fraction must lie in [0, 1], "
+                             f"got {self.replay_fraction!r}")
+        if int(self.warm_start_epochs) < 1:
+            raise ValueError(f"{where}.warm_start_epochs must be >= 1, "
+                             f"got {self.warm_start_epochs!r}")
 
 
 def build_model(spec: CommitteeSpec):
@@ -249,25 +275,136 @@ def _split(n: int, fraction: float, rng: np.random.Generator) -> tuple[np.ndarra
     return idx[n_val:], idx[:n_val]
 
 
+#: Hex digits of a frame key kept in a committee's history (64 bits: no collisions in practice).
+KEY_LENGTH = 16
+
+
+def frame_key(atoms: Atoms) -> str:
+    """Identity of a labeled frame: its ``label_key`` (label cache) or a hash of its content.
+
+    The content hash covers atomic numbers, positions (to 1e-6 Å) and the energy label, so a
+    frame read back from extxyz keeps its key.
+    """
+    key = atoms.info.get("label_key")
+    if not key:
+        h = hashlib.sha256(np.asarray(atoms.get_atomic_numbers(), dtype=np.int64).tobytes())
+        h.update(np.round(atoms.get_positions(), 6).astype(np.float64).tobytes())
+        if atoms.calc is not None and "energy" in atoms.calc.results:
+            h.update(np.float64(round(float(atoms.get_potential_energy()), 8)).tobytes())
+        key = h.hexdigest()
+    return str(key)[:KEY_LENGTH]
+
+
+def check_same_architecture(spec: CommitteeSpec, previous: CommitteeSpec) -> None:
+    """Raise ``ValueError`` listing the fields where two specs differ (self energies aside).
+
+    A warm start loads the previous committee's weights, so every architectural setting must
+    match; the self energies are taken from the previous committee anyway.
+    """
+    a, b = spec.to_dict(), previous.to_dict()
+    diff = {k: (b[k], a[k]) for k in a if k != "self_energies" and a[k] != b[k]}
+    if diff:
+        detail = ", ".join(f"{k}: previous {old!r} vs now {new!r}"
+                           for k, (old, new) in diff.items())
+        raise ValueError("warm start needs the previous committee's architecture "
+                         f"(parameters_training.yml: training.model); differs in {detail}. "
+                         "Set training.fit.mode: retrain to train from scratch instead.")
+
+
+def _previous_split(
+    previous: Committee, frames: list[Atoms]
+) -> tuple[set[str], set[str]]:
+    """Keys of the frames the previous committee trained on and of those it held out."""
+    h = previous.history
+    keys = h.get("train_keys")
+    if keys is None:
+        # a checkpoint from before frame keys were recorded: merge_labeled appends, so the
+        # previous training set is the first n_train + n_val frames of this one
+        n_prev = int(h.get("n_train", 0)) + int(h.get("n_val", 0))
+        if not 0 < n_prev <= len(frames):
+            raise ValueError(f"cannot match the previous committee's {n_prev} training frames "
+                             f"to {len(frames)} labeled frames; retrain once first")
+        log.warning("previous committee has no train_keys: taking the first %d labeled "
+                    "frames as its training set", n_prev)
+        keys = [frame_key(a) for a in frames[:n_prev]]
+    val = {keys[i] for i in h.get("val_indices", [])}
+    return set(keys) - val, val
+
+
+def _warm_split(
+    frames: list[Atoms], previous: Committee, fraction: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Old training, new training and validation indices of ``frames`` for a warm start.
+
+    Frames the previous committee held out stay held out (its weights never saw them, so
+    they still measure generalisation). Random new frames join them until the validation set
+    is ``fraction`` of all frames again, as in a split from scratch; a batch too small for
+    its own share then still adds to validation over the iterations.
+    """
+    old_train, old_val = _previous_split(previous, frames)
+    keys = [frame_key(a) for a in frames]
+    old = np.array([i for i, k in enumerate(keys) if k in old_train], dtype=int)
+    val = [i for i, k in enumerate(keys) if k in old_val]
+    new = rng.permutation([i for i, k in enumerate(keys)
+                           if k not in old_train and k not in old_val]).astype(int)
+    target = max(1, int(round(fraction * len(frames)))) if len(frames) >= 5 else 0
+    n_new_val = min(len(new), max(0, target - len(val)))
+    val_idx = np.array(sorted([*val, *new[:n_new_val].tolist()]), dtype=int)
+    return old, np.sort(new[n_new_val:]), val_idx
+
+
 def train_committee(
-    frames: list[Atoms], spec: CommitteeSpec, cfg: TrainingConfig
+    frames: list[Atoms],
+    spec: CommitteeSpec,
+    cfg: TrainingConfig,
+    previous: Committee | None = None,
 ) -> Committee:
     """Train a committee on labeled frames (energies and forces) with early stopping.
 
-    Self energies are fitted to the data first; all members share one split and see the
-    same mini-batches but start from different random weights. The state with the lowest
-    validation loss is kept (training loss when there are too few frames to hold any out).
+    ``cfg.mode == "retrain"`` (or no ``previous`` committee): self energies are fitted to the
+    data first; all members share one split and see the same mini-batches but start from
+    different random weights.
+
+    ``cfg.mode == "warm_start"`` with a ``previous`` committee of the same architecture: every
+    member starts from its previous weights and the previous self energies (the energy
+    shifter the weights were fitted against). Frames are matched to the previous training set
+    by :func:`frame_key`, so order does not matter. Each epoch trains on all new training
+    frames plus a fresh random ``replay_fraction`` of the old training frames (experience
+    replay: resampled every epoch, so the whole old set is revisited over the run at a
+    fraction of the cost per epoch), for at most ``warm_start_epochs``. Old validation frames
+    stay in validation (see :func:`_warm_split`).
+
+    The state with the lowest validation loss is kept (training loss when there are too few
+    frames to hold any out). The history records the mode and the frame keys in training
+    order, which the next warm start matches against.
     """
     if len(frames) < 2:
         raise ValueError(f"need at least 2 labeled frames to train, got {len(frames)}")
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    spec = copy.deepcopy(spec)
-    spec.self_energies = fit_self_energies(frames, spec.symbols)
-    model = build_model(spec)
+    warm = cfg.mode == "warm_start" and previous is not None
+    if cfg.mode == "warm_start" and previous is None:
+        log.info("training.fit.mode is warm_start but there is no previous committee: "
+                 "training from scratch")
+    if warm:
+        check_same_architecture(spec, previous.spec)
+        spec = copy.deepcopy(previous.spec)
+        model = build_model(spec)
+        model.load_state_dict(previous.model.state_dict())
+        old_idx, train_idx, val_idx = _warm_split(frames, previous, cfg.validation_fraction, rng)
+        n_replay = int(round(cfg.replay_fraction * len(old_idx)))
+        max_epochs = int(cfg.warm_start_epochs)
+        min_epochs = min(cfg.min_epochs, max_epochs)
+    else:
+        spec = copy.deepcopy(spec)
+        spec.self_energies = fit_self_energies(frames, spec.symbols)
+        model = build_model(spec)
+        train_idx, val_idx = _split(len(frames), cfg.validation_fraction, rng)
+        old_idx, n_replay = np.array([], dtype=int), 0
+        max_epochs, min_epochs = cfg.max_epochs, cfg.min_epochs
     data = frames_to_tensors(frames)
     n_atoms = (data["species"] >= 0).sum(1).double()
-    train_idx, val_idx = _split(len(frames), cfg.validation_fraction, rng)
+    fit_idx = np.concatenate([old_idx, train_idx])  # every frame the weights are fitted to
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate,
                             weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5,
@@ -287,13 +424,19 @@ def train_committee(
         return loss, {"energy_rmse": float((e_loss.detach() / m).sqrt()),
                       "force_rmse": float((f_loss.detach() / m).sqrt())}
 
+    monitor_idx = val_idx if len(val_idx) else fit_idx
+    # the starting weights are no candidate: the previous committee was selected on the old
+    # validation frames, so they would favour it and the new labels could go unlearned
     best = (math.inf, copy.deepcopy(model.state_dict()), 0)
     start = time.perf_counter()
     epochs_run, steps = 0, 0
     curve = []
-    for epoch in range(cfg.max_epochs):
+    for epoch in range(max_epochs):
         model.train()
-        perm = rng.permutation(train_idx)
+        epoch_idx = train_idx
+        if n_replay:
+            epoch_idx = np.concatenate([train_idx, rng.choice(old_idx, n_replay, replace=False)])
+        perm = rng.permutation(epoch_idx)
         for b in range(0, len(perm), cfg.batch_size):
             loss, _ = loss_on(perm[b:b + cfg.batch_size], create_graph=True)
             opt.zero_grad()
@@ -302,23 +445,23 @@ def train_committee(
             steps += 1
         epochs_run = epoch + 1
         model.eval()
-        monitor_idx = val_idx if len(val_idx) else train_idx
         val_loss, stats = loss_on(monitor_idx, create_graph=False)
-        v = float(val_loss)
+        v = float(val_loss.detach())
         sched.step(v)
         curve.append(v)
         if v < best[0] * (1 - 1e-4):
             best = (v, copy.deepcopy(model.state_dict()), epoch)
-        if epoch + 1 >= cfg.min_epochs and epoch - best[2] >= cfg.patience:
+        if epoch + 1 >= min_epochs and epoch - best[2] >= cfg.patience:
             break
         if (time.perf_counter() - start) / 60 > cfg.max_minutes:
             log.warning("training stopped at the %.1f min time limit", cfg.max_minutes)
             break
     model.load_state_dict(best[1])
     model.eval()
-    _, val_stats = loss_on(val_idx if len(val_idx) else train_idx, create_graph=False)
+    _, val_stats = loss_on(monitor_idx, create_graph=False)
     history = {
-        "n_train": int(len(train_idx)),
+        "mode": "warm_start" if warm else "retrain",
+        "n_train": int(len(fit_idx)),
         "n_val": int(len(val_idx)),
         # which frames of the training set were held out: calibration uses them later
         "val_indices": [int(i) for i in sorted(val_idx)],
@@ -329,8 +472,14 @@ def train_committee(
         "val_energy_rmse_ev_per_sqrt_atom": val_stats["energy_rmse"],
         "val_force_rmse_ev_per_a": val_stats["force_rmse"],
         "val_loss_curve": [float(x) for x in curve],
+        # what the next warm start matches its frames against, in training-set order
+        "train_keys": [frame_key(a) for a in frames],
     }
-    log.info("trained %d-member committee on %d frames: %d epochs, %.1f s, val F-RMSE %.3f eV/Å",
-             spec.ensemble_size, len(frames), epochs_run, history["wall_time_s"],
-             val_stats["force_rmse"])
+    if warm:
+        history.update({"replay_fraction": float(cfg.replay_fraction),
+                        "n_new_train": int(len(train_idx)), "n_old_train": int(len(old_idx)),
+                        "n_replay_per_epoch": int(n_replay)})
+    log.info("trained (%s) %d-member committee on %d frames: %d epochs, %.1f s, "
+             "val F-RMSE %.3f eV/Å", history["mode"], spec.ensemble_size, len(frames),
+             epochs_run, history["wall_time_s"], val_stats["force_rmse"])
     return Committee(model, spec, history)
