@@ -30,8 +30,11 @@ def _at(iteration: int):
 
 
 def iteration_template(iteration: int, acquire: bool) -> Pipeline:
-    """One AL iteration, un-namespaced: inputs ``labeled_set``, ``test_set``, ``md_seeds``."""
-    pipe = training_pipeline() + evaluation_pipeline()
+    """One AL iteration, un-namespaced: inputs ``labeled_set``, ``test_set``, ``md_seeds``.
+
+    From the second iteration on, training also reads ``previous_committee`` (for warm starts).
+    """
+    pipe = training_pipeline(previous_committee=iteration > 0) + evaluation_pipeline()
     if not acquire:
         return pipe + Pipeline([
             node(_at(iteration), ["metrics", "committee", "labeled_set", "test_set"],
@@ -63,7 +66,8 @@ def create_pipeline(n_iterations: int = 5, **kwargs) -> Pipeline:
             template,
             namespace=f"iter_{k:02d}",
             inputs={"labeled_set": f"labeled_set_{k}", "test_set": "test_set",
-                    **({} if last else {"md_seeds": "md_seeds"})},
+                    **({} if last else {"md_seeds": "md_seeds"}),
+                    **({"previous_committee": f"iter_{k - 1:02d}.committee"} if k else {})},
             outputs=outputs,
             parameters=params,
         ))
