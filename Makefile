@@ -6,7 +6,8 @@ export KEDRO_DISABLE_TELEMETRY := true
 export TORCHANI_NO_WARN_EXTENSIONS := 1
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: install run resume test lint bench notebook mlflow-ui clean-campaign
+.PHONY: install run resume test lint bench benchmark notebook mlflow-ui clean-campaign
+SYSTEM ?= sn2_cl_ch3cl
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +35,10 @@ bench: install
 	$(BIN)/python benchmarks/md_cost.py
 	$(BIN)/python benchmarks/labeling.py
 
+## Query methods compared on one system: data/08_reporting/benchmark_$(SYSTEM).json + plots.
+benchmark: install
+	$(BIN)/python -m reactive_al.benchmark --system $(SYSTEM)
+
 notebook: install
 	$(BIN)/kedro jupyter lab
 
@@ -42,5 +47,6 @@ mlflow-ui: install
 
 ## Remove what a campaign computed (the label cache is kept: labels are never recomputed).
 clean-campaign:
-	rm -rf data/0[2-8]_*/* mlflow.db mlartifacts
-	for d in data/0[2-8]_*; do touch $$d/.gitkeep; done
+	find data/0[2-8]_* -mindepth 1 -maxdepth 1 ! -name 'label_cache.db*' ! -name .gitkeep \
+		-exec rm -rf {} +
+	rm -rf mlflow.db mlartifacts

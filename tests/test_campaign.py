@@ -19,7 +19,9 @@ LOCAL_PARAMS = """
 system: h3_exchange
 data_engineering:
   initial: {n_displaced: 2, n_normal_mode: 2}
-  test: {n_displaced: 2, n_normal_mode: 2, n_path_images: 3, n_path_perturbed: 1}
+  test: {n_displaced: 2, n_normal_mode: 2}
+  reference_path: {n_images: 3, steps: 60, n_perturbed: 1}
+  thermal: {n_per_well: 1, n_steps: 40, temperatures_K: [300], hot_temperature_K: 1200}
   md_seed_path_images: 1
 labeling: {scheduler: synchronous, progress: false}
 training:
@@ -29,6 +31,9 @@ selection:
   batch_size: 4
   walkers: {n_steps: 60, temperatures_K: [300], sample_every: 5}
 active_learning: {n_iterations: 2}
+evaluation:
+  neb: {steps: 100}
+  md_stability: {n_walkers: 2, max_steps: 40}
 """
 
 
@@ -62,6 +67,28 @@ def _frames(path: Path) -> int:
     return len(read(path, index=":"))
 
 
+def test_reference_path_is_a_converged_qm_climbing_image_neb(project):
+    from ase.io import read
+
+    data = project / "data"
+    path = read(data / "03_primary/reference_path.extxyz", index=":")
+    stats = json.loads((data / "08_reporting/reference_path.json").read_text())
+    assert len(path) == 5 and stats["converged"]
+    energies = [a.get_potential_energy() for a in path]
+    ts = stats["ts_image"]
+    assert 0 < ts < 4 and energies[ts] == max(energies) and path[ts].info["ts"]
+    # H-H-H symmetric exchange: the saddle has two equal H-H distances
+    d = path[ts].get_all_distances()
+    assert abs(d[0, 1] - d[1, 2]) < 0.02 or abs(d[0, 2] - d[0, 1]) < 0.02 or abs(
+        d[0, 2] - d[1, 2]) < 0.02
+    test = read(data / "03_primary/test_set.extxyz", index=":")
+    origins = {a.info["origin"] for a in test}
+    assert {"path/qm_neb", "path/qm_neb_displaced", "thermal_300K/md", "hot_1200K/md"} <= origins
+    keys = {a.info["label_key"] for a in test}
+    train = read(data / "03_primary/labeled_set.extxyz", index=":")
+    assert not keys & {a.info["label_key"] for a in train}
+
+
 def test_campaign_grows_labels_trains_and_tracks(project):
     data = project / "data"
     assert _frames(data / "03_primary/labeled_set_0.extxyz") == 8
@@ -88,9 +115,13 @@ def test_campaign_grows_labels_trains_and_tracks(project):
         assert (data / f"06_models/iter_{k:02d}/committee.pt").exists()
         metrics = json.loads((data / f"08_reporting/iter_{k:02d}/metrics.json").read_text())
         assert {"path/force_mae_ev_per_a", "reactant/force_mae_ev_per_a",
-                "calibration/force_coverage_95", "path/idpp_barrier_error_kcal_mol"} <= set(
-            metrics)
+                "thermal_300K/force_mae_ev_per_a", "hot_1200K/force_mae_ev_per_a",
+                "calibration/force_coverage_95", "neb/barrier_error_kcal_mol",
+                "neb/reaction_energy_error_kcal_mol", "path/qm_path_barrier_error_kcal_mol",
+                "md_stability/median_steps"} <= set(metrics)
         assert 0 <= metrics["calibration/force_coverage_95"] <= 1
+        assert 1 <= metrics["md_stability/median_steps"] <= 40
+        assert metrics["neb/qm_barrier_kcal_mol"] > 5  # H + H2 at UHF/STO-3G: ~20 kcal/mol
         figures = {p.name for p in (data / f"08_reporting/iter_{k:02d}/figures").iterdir()}
         assert figures == {"parity_energy.png", "parity_forces.png", "path_profile.png",
                            "calibration_force.png", "calibration_energy.png"}
@@ -135,7 +166,7 @@ def test_resume_reruns_only_missing_iterations(project):
     assert (data / "08_reporting/report.md").exists()
     log = " ".join((result.stderr + result.stdout).split())
     # evaluate + summarize of the last iteration, learning curve, publish, report
-    assert "Running 5 out of 16 nodes" in log
+    assert "Running 5 out of 17 nodes" in log
 
 
 @pytest.mark.parametrize("name", ["training", "selection", "evaluation"])
@@ -178,3 +209,32 @@ def test_notebook_runs_on_the_campaign_catalog(project, monkeypatch):
                 exec("".join(cell["source"]), namespace)  # noqa: S102
     assert list(namespace["curve"]["iteration"]) == [0, 1]
     assert len(namespace["err"]) == len(namespace["test_set"])
+
+
+def test_benchmark_runs_each_method_on_the_same_test_set_and_budget(project):
+    env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "true", "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "reactive_al.benchmark", "--system", "h3_exchange",
+         "--methods", "random,committee"], cwd=project, env=env, capture_output=True,
+        text=True, timeout=900)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    out = json.loads((project / "data/08_reporting/benchmark_h3_exchange.json").read_text())
+    assert set(out["methods"]) == {"random", "committee"}
+    rnd, qbc = out["methods"]["random"], out["methods"]["committee"]
+    assert rnd["labels_initial"] == qbc["labels_initial"] == 8
+    assert 0 < rnd["labels_acquired"] <= 4 and 0 < qbc["labels_acquired"] <= 4
+    assert rnd["curve"]["n_labels"][0] == 8 and len(rnd["curve"]["n_labels"]) == 2
+    # iteration 0 is shared: both curves start from the same committee and test set
+    assert rnd["curve"]["force_mae_ev_per_a"][0] == qbc["curve"]["force_mae_ev_per_a"][0]
+    assert rnd["labels_to_reach_reference_final"] is not None
+    assert out["reference_path"]["converged"]
+    root = project / "data/benchmark/h3_exchange"
+    assert (root / "03_primary/test_set.extxyz").exists()
+    assert not (root / "random/03_primary/test_set.extxyz").exists()
+    from ase.io import read
+
+    picked = read(root / "random/03_primary/iter_00/new_labels.extxyz", index=":")
+    assert {a.info["selected_by"].split("/")[0] for a in picked} == {"random"}
+    assert (project / "data/08_reporting/benchmark_h3_exchange_learning_curves.png").exists()
+    # the campaign under data/ is untouched by the benchmark
+    assert (project / "data/03_primary/labeled_set.extxyz").exists()

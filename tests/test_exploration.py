@@ -69,7 +69,10 @@ def test_neb_on_a_calculator_gives_path_candidates():
     frames, stats = neb_candidates(r, p, EMT, n_images=5, fmax=0.05, steps=300)
     assert len(frames) == 5
     assert {f.info["subset"] for f in frames} == {"path"}
-    assert set(stats) == {"neb_converged", "neb_steps", "neb_model_barrier_ev"}
+    assert set(stats) == {"neb_converged", "neb_steps", "neb_model_barrier_ev", "neb_energies_ev"}
+    assert len(stats["neb_energies_ev"]) == 7
+    e = stats["neb_energies_ev"]
+    assert stats["neb_model_barrier_ev"] == max(e) - e[0]
     # the middle of the exchange path is symmetric: both H-H distances alike
     mid = frames[2]
     assert abs(mid.get_distance(0, 1) - mid.get_distance(1, 2)) < 0.3

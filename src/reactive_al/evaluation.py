@@ -103,12 +103,11 @@ def calibration_metrics(
     return out, curves
 
 
-def path_profile(committee: Committee, test_set: list[Atoms]) -> dict[str, Any] | None:
-    """QM vs committee energies along the test set's IDPP images (None if it has none).
+def path_profile(committee: Committee, reference_path: list[Atoms] | None) -> dict[str, Any] | None:
+    """QM vs committee energies along the QM NEB reference path (None without a path).
 
-    The IDPP images are not a converged minimum-energy path, so the barrier along them is a
-    proxy for the reaction barrier: ``idpp_barrier_error_kcal_mol`` compares the highest image
-    relative to the first, model against QM.
+    The committee is evaluated on the QM images themselves: ``path/qm_path_*`` metrics compare
+    the highest image relative to the first, model against QM, on identical geometries.
     """
     from reactive_al.science_metrics import (
         barrier_error_kcal,
@@ -116,23 +115,80 @@ def path_profile(committee: Committee, test_set: list[Atoms]) -> dict[str, Any] 
         path_coordinate,
     )
 
-    images = [a for a in test_set if a.info.get("origin") == "path/idpp"]
-    if len(images) < 3:
+    if not reference_path or len(reference_path) < 3:
         return None
-    e_ref = np.array([a.get_potential_energy() for a in images])
-    e_model, sigma = committee_path_energies(committee, images)
+    e_ref = np.array([a.get_potential_energy() for a in reference_path])
+    e_model, sigma = committee_path_energies(committee, reference_path)
     err = barrier_error_kcal(e_model, e_ref)
-    return {"coord": path_coordinate(images), "e_ref": e_ref, "e_model": e_model,
+    return {"coord": path_coordinate(reference_path), "e_ref": e_ref, "e_model": e_model,
             "sigma": sigma,
-            "metrics": {"path/idpp_barrier_error_kcal_mol": err["barrier_error_kcal_mol"],
-                        "path/idpp_model_barrier_kcal_mol": err["model_barrier_kcal_mol"],
-                        "path/idpp_qm_barrier_kcal_mol": err["reference_barrier_kcal_mol"]}}
+            "metrics": {"path/qm_path_barrier_error_kcal_mol": err["barrier_error_kcal_mol"],
+                        "path/qm_path_model_barrier_kcal_mol": err["model_barrier_kcal_mol"]}}
+
+
+def neb_barrier_metrics(
+    committee: Committee, reference_path: list[Atoms], fmax: float = 0.05, steps: int = 300
+) -> dict[str, Any]:
+    """Barrier height and reaction energy from a climbing-image NEB on the committee mean.
+
+    The model NEB runs between the reference's end points with as many images; its barrier
+    (highest image − reactant) and reaction energy (product − reactant) are compared with the
+    QM climbing-image NEB reference. Errors are signed (model − QM), in kcal/mol.
+    """
+    from reactive_al.exploration import neb_candidates
+    from reactive_al.science_metrics import EV_TO_KCAL_MOL, barrier_and_reaction_energy
+
+    e_qm = np.array([a.get_potential_energy() for a in reference_path])
+    qm = barrier_and_reaction_energy(e_qm)
+    frames, stats = neb_candidates(reference_path[0], reference_path[-1], committee.calculator,
+                                   n_images=len(reference_path) - 2, fmax=fmax, steps=steps,
+                                   climb=True)
+    e_model = np.array(stats["neb_energies_ev"])
+    model = barrier_and_reaction_energy(e_model)
+    k = EV_TO_KCAL_MOL
+    return {
+        "neb/qm_barrier_kcal_mol": qm["barrier_ev"] * k,
+        "neb/model_barrier_kcal_mol": model["barrier_ev"] * k,
+        "neb/barrier_error_kcal_mol": (model["barrier_ev"] - qm["barrier_ev"]) * k,
+        "neb/abs_barrier_error_kcal_mol": abs(model["barrier_ev"] - qm["barrier_ev"]) * k,
+        "neb/reaction_energy_error_kcal_mol":
+            (model["reaction_energy_ev"] - qm["reaction_energy_ev"]) * k,
+        "neb/model_converged": bool(stats["neb_converged"]),
+        "neb/model_steps": int(stats["neb_steps"]),
+    }
+
+
+def md_stability_metrics(
+    committee: Committee, labeled_set: list[Atoms], params: dict[str, Any]
+) -> dict[str, Any]:
+    """MD stability of the committee: median steps until unphysical, from the wells.
+
+    Walkers start from the first reactant- and product-subset structures of ``labeled_set``
+    (any structure if it has none) and alternate between them.
+    """
+    from reactive_al.science_metrics import md_stability
+
+    starts = []
+    for subset in ("reactant", "product"):
+        starts += [a for a in labeled_set if a.info.get("subset") == subset][:1]
+    starts = starts or list(labeled_set[:1])
+    out = md_stability(starts, committee.calculator(), float(params.get("temperature_K", 600)),
+                       int(params["n_walkers"]), max_steps=int(params.get("max_steps", 1000)),
+                       min_distance=float(params.get("min_distance", 0.6)),
+                       max_force=float(params.get("max_force", 25.0)),
+                       rng=np.random.default_rng(int(params.get("seed", 0))),
+                       timestep_fs=float(params.get("timestep_fs", 0.5)))
+    return {"md_stability/median_steps": out["median_steps"],
+            "md_stability/fraction_stable": out["fraction_stable"],
+            "md_stability/max_steps": out["max_steps"],
+            "md_stability/temperature_K": float(params.get("temperature_K", 600))}
 
 
 def evaluation_figures(
-    committee: Committee, test_set: list[Atoms], labeled_set: list[Atoms] | None = None
+    committee: Committee, test_set: list[Atoms], labeled_set: list[Atoms] | None = None,
+    reference_path: list[Atoms] | None = None,
 ) -> dict[str, Any]:
-    """Parity plots, the IDPP-path energy profile and calibration plots (PNG names → Figure).
+    """Parity plots, the QM-path energy profile and calibration plots (PNG names → Figure).
 
     Calibration plots need the committee's training set (``labeled_set``).
     """
@@ -148,11 +204,11 @@ def evaluation_figures(
         "parity_forces.png": plots.parity_plot([a.get_forces() for a in test_set],
                                                p["forces"], "force"),
     }
-    prof = path_profile(committee, test_set)
+    prof = path_profile(committee, reference_path)
     if prof is not None:
         figs["path_profile.png"] = plots.energy_profile(
             prof["coord"], prof["e_ref"], prof["e_model"], prof["sigma"],
-            coord_label="IDPP path coordinate")
+            coord_label="QM NEB path coordinate")
     for name, (expected, observed) in curves.items():
         figs[f"calibration_{name}.png"] = plots.calibration_plot(expected, observed, label=name)
     return figs

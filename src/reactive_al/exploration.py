@@ -171,7 +171,7 @@ def neb_candidates(
     for img in images:
         img.pbc = False
         img.calc = calc_factory()
-    neb = NEB(images, climb=climb)
+    neb = NEB(images, climb=climb, method="improvedtangent")
     neb.interpolate(method="idpp")
     opt = FIRE(neb, logfile=None)
     converged = bool(opt.run(fmax=fmax, steps=steps))
@@ -184,5 +184,6 @@ def neb_candidates(
         f.info.update({"origin": "neb/model", "subset": "path", "neb_image": k})
         frames.append(f)
     stats = {"neb_converged": converged, "neb_steps": int(opt.nsteps),
-             "neb_model_barrier_ev": float(max(energies) - energies[0])}
+             "neb_model_barrier_ev": float(max(energies) - energies[0]),
+             "neb_energies_ev": [float(e) for e in energies]}
     return frames, stats

@@ -125,19 +125,20 @@ def idpp_path(reactant: Atoms, product: Atoms, n_images: int) -> list[Atoms]:
     from ase.mep import NEB
 
     images = [reactant.copy()] + [reactant.copy() for _ in range(n_images)] + [product.copy()]
-    neb = NEB(images)
+    neb = NEB(images, method="improvedtangent")
     neb.interpolate(method="idpp")
     return [_tagged(img, "path/idpp", "path") for img in images[1:-1]]
 
 
 def path_perturbations(
-    path: list[Atoms], n_per_image: int, sigma: float, rng: np.random.Generator
+    path: list[Atoms], n_per_image: int, sigma: float, rng: np.random.Generator,
+    origin: str = "path/idpp_displaced",
 ) -> list[Atoms]:
     """Gaussian perturbations (``sigma`` Å) of each path image."""
     frames = []
     for img in path:
         for _ in range(n_per_image):
-            a = _tagged(img, "path/idpp_displaced", "path")
+            a = _tagged(img, origin, "path")
             a.positions += rng.normal(0.0, sigma, a.positions.shape)
             frames.append(a)
     return frames

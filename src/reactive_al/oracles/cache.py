@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,17 @@ class LabelCache:
         with sqlite3.connect(self.path) as con:
             # WAL lets several campaigns read while one writes, without corrupting the file
             con.execute("PRAGMA journal_mode=WAL")
+        # ASE creates its tables on first use; two processes opening a new cache at once can
+        # both try: the loser sees "table ... already exists" and simply opens it again
+        for attempt in range(10):
+            try:
+                with self._db() as db:
+                    db.count()
+                break
+            except sqlite3.OperationalError as exc:
+                if "already exists" not in str(exc) or attempt == 9:
+                    raise
+                time.sleep(0.05 * (attempt + 1))
 
     def _db(self):
         import ase.db

@@ -23,6 +23,7 @@ def summarize_iteration(
     committee: Committee,
     labeled_set: list[Atoms],
     test_set: list[Atoms],
+    reference_path: list[Atoms] | None = None,
     exploration_stats: dict[str, Any] | None = None,
     selection_stats: dict[str, Any] | None = None,
     selected: list[Atoms] | None = None,
@@ -65,7 +66,7 @@ def summarize_iteration(
     if exploration_stats is not None:
         params["biased_md"] = exploration_stats.get("biased", False)
         params["bias_tau"] = exploration_stats.get("bias_tau")
-    figures = evaluation_figures(committee, test_set, labeled_set)
+    figures = evaluation_figures(committee, test_set, labeled_set, reference_path)
     summary["mlflow_run_id"] = log_iteration_run(
         iteration, {k: v for k, v in summary.items() if k != "iteration"}, params, committee,
         selected, figures)
@@ -112,7 +113,9 @@ REPORT_COLUMNS = {
     "test/force_mae_ev_per_a": "force MAE (eV/Å)",
     "test/path/force_mae_ev_per_a": "path force MAE (eV/Å)",
     "test/energy_mae_mev_per_atom": "energy MAE (meV/atom)",
-    "test/path/idpp_barrier_error_kcal_mol": "IDPP barrier error (kcal/mol)",
+    "test/neb/barrier_error_kcal_mol": "NEB barrier error (kcal/mol)",
+    "test/neb/reaction_energy_error_kcal_mol": "reaction energy error (kcal/mol)",
+    "test/md_stability/median_steps": "MD stability (median steps)",
     "test/calibration/force_spearman": "Spearman (force)",
     "test/calibration/force_coverage_95": "95% coverage (force)",
     "test/wells_forgetting_ratio": "forgetting ratio (wells)",
@@ -128,7 +131,7 @@ def campaign_report(table: pd.DataFrame, system: str, n_iterations: int) -> str:
     curve = table[cols].rename(columns=REPORT_COLUMNS)
     ns = f"iter_{n_iterations - 1:02d}"
     figures = {"Learning curve": "learning_curve.png",
-               "Energy along the IDPP path, last iteration": f"{ns}/figures/path_profile.png",
+               "Energy along the QM NEB path, last iteration": f"{ns}/figures/path_profile.png",
                "Force parity, last iteration": f"{ns}/figures/parity_forces.png",
                "Force calibration, last iteration": f"{ns}/figures/calibration_force.png"}
     return markdown_report(f"Active-learning campaign: {system}", system, headline,

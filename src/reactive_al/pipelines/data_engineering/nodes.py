@@ -7,24 +7,62 @@ from typing import Any
 import numpy as np
 from ase import Atoms
 
-from reactive_al.sampling import idpp_path, structure_set
+from reactive_al.oracles.labeling import LabelingConfig
+from reactive_al.reference import qm_neb_path, thermal_frames, xtb_calculator_factory
+from reactive_al.sampling import idpp_path, path_perturbations, structure_set
 from reactive_al.systems import load_system
 
 
+def reference_path(
+    system: str, systems: dict[str, Any], labeling: dict[str, Any], params: dict[str, Any]
+) -> tuple[list[Atoms], dict[str, Any]]:
+    """The QM climbing-image NEB path of the system (labeled, end points included) and stats.
+
+    Built once per system and level of theory: every NEB force call is a cached label, so a
+    rerun (or a resumed run) replays it from the label cache. A system without a product has
+    no path: the result is empty.
+    """
+    rs = load_system(system, systems)
+    if rs.product is None:
+        return [], {"skipped": "the system has no product"}
+    ref = params["reference_path"]
+    cfg = LabelingConfig(charge=rs.charge, multiplicity=rs.multiplicity,
+                         level=rs.level.as_dict(), **labeling)
+    path, stats = qm_neb_path(rs.reactant, rs.product, cfg, n_images=int(ref["n_images"]),
+                              fmax=float(ref["fmax"]), steps=int(ref["steps"]),
+                              prerelax=ref.get("prerelax"))
+    for a in path:
+        rs.tag(a)
+    stats["barrier_kcal_mol"] = stats["barrier_ev"] * 23.060548
+    return path, stats
+
+
 def build_structure_sets(
-    system: str, systems: dict[str, Any], params: dict[str, Any]
+    system: str, systems: dict[str, Any], params: dict[str, Any],
+    reference: list[Atoms] | None = None,
 ) -> tuple[list[Atoms], list[Atoms], list[Atoms]]:
     """Initial training pool, held-out test pool and MD seeds for the selected system.
 
     The test pool uses its own random stream, so no test structure is also an initial one.
-    MD seeds are the end points and a few IDPP images (unlabeled starting points).
+    Its path subset is the QM NEB ``reference`` path (interior images) and perturbations of
+    them; its thermal subsets come from MD in the wells (``params["thermal"]``). MD seeds are
+    the end points and a few IDPP images (unlabeled starting points).
     """
     rs = load_system(system, systems)
-    rng_init, rng_test = (np.random.default_rng(s) for s in
-                          np.random.SeedSequence(params["seed"]).spawn(2))
+    rng_init, rng_test, rng_md = (np.random.default_rng(s) for s in
+                                  np.random.SeedSequence(params["seed"]).spawn(3))
     common = {"sigma": params["sigma"], "temperature_K": params["temperature_K"]}
     initial = structure_set(rs.reactant, rs.product, rng=rng_init, **params["initial"], **common)
     test = structure_set(rs.reactant, rs.product, rng=rng_test, **params["test"], **common)
+    if reference:
+        images = [a.copy() for a in reference[1:-1]]
+        for a in images:
+            a.calc = None
+        test += images
+        n_pert = int(params.get("reference_path", {}).get("n_perturbed", 0))
+        test += path_perturbations(images, n_pert, params["sigma"], rng_test,
+                                   origin="path/qm_neb_displaced")
+    test += _thermal_test_frames(rs, params.get("thermal"), rng_md)
     seeds = [rs.reactant.copy()] + ([rs.product.copy()] if rs.product is not None else [])
     seeds[0].info = {"origin": "reactant", "subset": "reactant"}
     if rs.product is not None:
@@ -36,3 +74,25 @@ def build_structure_sets(
         for a in frames:
             rs.tag(a)
     return initial, test, seeds
+
+
+def _thermal_test_frames(rs, thermal: dict[str, Any] | None, rng: np.random.Generator):
+    if not thermal or not thermal.get("n_per_well"):
+        return []
+    if thermal.get("driver", "xtb") != "xtb":
+        raise ValueError(f"parameters_data_engineering.yml: thermal.driver "
+                         f"'{thermal['driver']}' is not supported (xtb)")
+    wells = [rs.reactant] + ([rs.product] if rs.product is not None else [])
+    for w, name in zip(wells, ("reactant", "product"), strict=False):
+        w.info["subset"] = name
+    temps = [float(t) for t in thermal.get("temperatures_K", [])]
+    names = {}
+    hot = thermal.get("hot_temperature_K")
+    if hot:
+        temps.append(float(hot))
+        names[float(hot)] = f"hot_{int(hot)}K"
+    return thermal_frames(wells, xtb_calculator_factory(rs.charge, rs.multiplicity), temps,
+                          int(thermal["n_per_well"]), rng,
+                          n_steps=int(thermal.get("n_steps", 600)),
+                          timestep_fs=float(thermal.get("timestep_fs", 0.5)),
+                          subset_names=names)

@@ -2,14 +2,17 @@
 
 from kedro.pipeline import Pipeline, node
 
-from reactive_al.pipelines.data_engineering.nodes import build_structure_sets
+from reactive_al.pipelines.data_engineering.nodes import build_structure_sets, reference_path
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    """System definition → initial pool, test pool, MD seeds."""
+    """System definition → QM reference path, initial pool, test pool, MD seeds."""
     return Pipeline([
+        node(reference_path,
+             ["params:system", "params:systems", "params:labeling", "params:data_engineering"],
+             ["reference_path", "reference_path_stats"], name="qm_reference_path"),
         node(build_structure_sets,
-             ["params:system", "params:systems", "params:data_engineering"],
+             ["params:system", "params:systems", "params:data_engineering", "reference_path"],
              ["initial_pool", "test_pool", "md_seeds"],
              name="build_structure_sets"),
     ])

@@ -6,8 +6,13 @@ from reactive_al.pipelines.evaluation.nodes import evaluate
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    """``committee`` + ``test_set`` (+ its ``labeled_set`` for calibration) → ``metrics``."""
+    """``committee`` + ``test_set`` (+ ``labeled_set``, ``reference_path``) → ``metrics``.
+
+    The committee's ``labeled_set`` calibrates its uncertainties; the QM ``reference_path``
+    is the reference of the barrier errors.
+    """
     return Pipeline([
-        node(evaluate, ["committee", "test_set", "labeled_set"], "metrics",
+        node(evaluate, ["committee", "test_set", "labeled_set", "reference_path",
+                        "params:evaluation"], "metrics",
              name="evaluate_committee"),
     ])

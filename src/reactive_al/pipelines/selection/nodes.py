@@ -58,6 +58,7 @@ def explore_candidates(
             wells[0], wells[1], committee.calculator, n_images=neb.get("n_images", 7),
             fmax=neb.get("fmax", 0.1), steps=neb.get("steps", 200))
         candidates += frames
+        neb_stats.pop("neb_energies_ev", None)
         stats.update(neb_stats)
     nm = samplers.get("normal_modes", {}) or {}
     if nm.get("enabled"):

@@ -1,0 +1,301 @@
+"""Compare query methods on one system: same pipeline, same oracle, same label budget.
+
+``python -m reactive_al.benchmark --system sn2_cl_ch3cl`` (or ``make benchmark
+SYSTEM=sn2_cl_ch3cl``) runs the ``__default__`` campaign once per method listed under
+``benchmark.methods`` (``conf/base/parameters_benchmark.yml``), each as a real ``kedro run``
+with that method's parameter overrides. The reference path, the pools, the test set, the
+initial labels and iteration 0 are shared under ``data/benchmark/<system>/``; each method
+writes its own iterations under ``data/benchmark/<system>/<method>/``. QM labels are shared
+through the label cache, so a structure two methods both select is computed once.
+Interrupted comparisons resume (``--only-missing-outputs``).
+
+The result is ``data/08_reporting/benchmark_<system>.json`` (per method: labels, test errors
+per iteration, barrier errors against the QM NEB, calibration, MD stability, Ramachandran
+coverage for alanine dipeptide, wall time) plus learning-curve and coverage plots.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+log = logging.getLogger(__name__)
+
+#: Columns of a campaign's learning curve copied into the benchmark result.
+CURVE_COLUMNS = {
+    "n_labels": "n_labels",
+    "test/force_mae_ev_per_a": "force_mae_ev_per_a",
+    "test/force_rmse_ev_per_a": "force_rmse_ev_per_a",
+    "test/energy_mae_mev_per_atom": "energy_mae_mev_per_atom",
+    "test/path/force_mae_ev_per_a": "path_force_mae_ev_per_a",
+    "test/neb/barrier_error_kcal_mol": "neb_barrier_error_kcal_mol",
+    "test/neb/model_barrier_kcal_mol": "neb_model_barrier_kcal_mol",
+    "test/neb/reaction_energy_error_kcal_mol": "reaction_energy_error_kcal_mol",
+    "test/path/qm_path_barrier_error_kcal_mol": "qm_path_barrier_error_kcal_mol",
+    "test/calibration/force_spearman": "force_spearman",
+    "test/calibration/force_coverage_95": "force_coverage_95",
+    "test/calibration/force_miscalibration_area": "force_miscalibration_area",
+    "test/spearman_force_uncertainty_error": "committee_spread_spearman",
+    "test/wells_forgetting_ratio": "wells_forgetting_ratio",
+    "test/md_stability/median_steps": "md_stability_median_steps",
+}
+
+
+def load_parameters(project: Path, env: str | None = None) -> dict[str, Any]:
+    """The project's parameters (base, then ``local`` or ``env``)."""
+    from kedro.config import OmegaConfigLoader
+
+    loader = OmegaConfigLoader(conf_source=str(project / "conf"), base_env="base",
+                               default_run_env=env or "local",
+                               merge_strategy={"parameters": "soft"})
+    return loader["parameters"]
+
+
+def _flatten(overrides: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in (overrides or {}).items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{name}."))
+        else:
+            out[name] = value
+    return out
+
+
+def _param_arg(params: dict[str, Any]) -> str:
+    def fmt(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        return str(v)
+
+    return ",".join(f"{k}={fmt(v)}" for k, v in params.items())
+
+
+def _kedro(project: Path, args: list[str], log_path: Path) -> float:
+    exe = Path(sys.executable).with_name("kedro")
+    env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "true", "COLUMNS": "250"}
+    start = time.perf_counter()
+    with open(log_path, "a") as fh:
+        proc = subprocess.run([str(exe), "run", *args], cwd=project, env=env, stdout=fh,
+                              stderr=subprocess.STDOUT)
+    if proc.returncode != 0:
+        raise RuntimeError(f"kedro run {' '.join(args)} failed (exit {proc.returncode}); "
+                           f"see {log_path}")
+    return time.perf_counter() - start
+
+
+def run_benchmark(
+    system: str, project: Path = Path("."), methods: list[str] | None = None,
+    env: str | None = None,
+) -> dict[str, Any]:
+    """Run every method's campaign (resuming finished work) and write the comparison."""
+    project = project.resolve()
+    params = load_parameters(project, env)
+    bench = params.get("benchmark", {})
+    all_methods: dict[str, Any] = bench.get("methods", {})
+    if not all_methods:
+        raise ValueError("conf/base/parameters_benchmark.yml: no benchmark.methods defined")
+    chosen = methods or list(all_methods)
+    unknown = sorted(set(chosen) - set(all_methods))
+    if unknown:
+        raise ValueError(f"conf/base/parameters_benchmark.yml: unknown methods {unknown} "
+                         f"(defined: {sorted(all_methods)})")
+    root = Path(bench.get("root", "data/benchmark")) / system
+    (project / root).mkdir(parents=True, exist_ok=True)
+    log_path = project / root / "kedro_runs.log"
+    timing_path = project / root / "wall_time_s.json"
+    timing = json.loads(timing_path.read_text()) if timing_path.is_file() else {}
+    common = {"system": system, "data_root": str(root)}
+    env_args = ["--env", env] if env else []
+    shared = _kedro(project, ["--pipelines", "data_engineering,labeling",
+                              "--only-missing-outputs", *env_args,
+                              "--params", _param_arg(common)], log_path)
+    timing["shared"] = timing.get("shared", 0.0) + shared
+    for method in chosen:
+        overrides = {**common, "campaign_root": str(root / method),
+                     **_flatten(all_methods[method].get("params", {}))}
+        log.info("benchmark %s: method %s (%s)", system, method, overrides)
+        wall = _kedro(project, ["--only-missing-outputs", *env_args,
+                                "--params", _param_arg(overrides)], log_path)
+        timing[method] = timing.get(method, 0.0) + wall
+        timing_path.write_text(json.dumps(timing, indent=1))
+    return write_comparison(system, project, root, chosen, all_methods, timing,
+                            bench.get("reference_method", "random"))
+
+
+def labels_to_reach(curve: pd.DataFrame, target: float, column: str = "force_mae_ev_per_a"
+                    ) -> float | None:
+    """Labels at which a learning curve first reaches ``target`` (linear interpolation).
+
+    None if it never does. The curve's first point counts: a method already at the target
+    needs no more labels than it started with.
+    """
+    x = curve["n_labels"].to_numpy(float)
+    y = curve[column].to_numpy(float)
+    if y[0] <= target:
+        return float(x[0])
+    for i in range(1, len(y)):
+        if y[i] <= target:
+            frac = (y[i - 1] - target) / (y[i - 1] - y[i])
+            return float(x[i - 1] + frac * (x[i] - x[i - 1]))
+    return None
+
+
+def _method_result(system: str, camp: Path, root: Path) -> dict[str, Any]:
+    table = pd.read_csv(camp / "08_reporting/learning_curve.csv")
+    cols = {k: v for k, v in CURVE_COLUMNS.items() if k in table}
+    curve = table[list(cols)].rename(columns=cols)
+    last = curve.iloc[-1]
+    out: dict[str, Any] = {
+        "labels_total": int(last["n_labels"]),
+        "labels_initial": int(curve["n_labels"].iloc[0]),
+        "labels_acquired": int(last["n_labels"] - curve["n_labels"].iloc[0]),
+        "final": {k: (None if pd.isna(v) else float(v)) for k, v in last.items()},
+        "curve": {k: [None if pd.isna(v) else float(v) for v in curve[k]] for k in curve},
+    }
+    frames = _explored_frames(camp)
+    out["n_explored_frames"] = len(frames)
+    if system.startswith("alanine") and frames:
+        from reactive_al.science_metrics import quadtree_coverage
+
+        out["ramachandran_coverage"] = quadtree_coverage(_phi_psi(frames))
+    return out
+
+
+def _phi_psi(frames: list) -> np.ndarray:
+    from reactive_al.science_metrics import alanine_dipeptide_phi_psi_indices, phi_psi_of_frames
+
+    if not frames:
+        return np.zeros((0, 2))
+    phi, psi = alanine_dipeptide_phi_psi_indices(frames[0])
+    return phi_psi_of_frames(frames, phi, psi)
+
+
+def _explored_frames(camp: Path) -> list:
+    from ase.io import read
+
+    frames = []
+    for path in sorted((camp / "05_model_input").glob("iter_*/candidates.extxyz")):
+        frames += read(path, index=":")
+    return frames
+
+
+def write_comparison(
+    system: str, project: Path, root: Path, methods: list[str], definitions: dict[str, Any],
+    timing: dict[str, float], reference_method: str = "random",
+) -> dict[str, Any]:
+    """Collect every method's campaign into the benchmark JSON and plots."""
+    results: dict[str, Any] = {}
+    for method in methods:
+        res = _method_result(system, project / root / method, root)
+        res["description"] = definitions[method].get("description", "")
+        res["wall_time_s"] = timing.get(method)
+        results[method] = res
+    ref_stats = project / root / "08_reporting/reference_path.json"
+    out: dict[str, Any] = {
+        "system": system,
+        "methods": results,
+        "shared_wall_time_s": timing.get("shared"),
+        "reference_path": json.loads(ref_stats.read_text()) if ref_stats.is_file() else None,
+    }
+    if reference_method in results:
+        ref = results[reference_method]
+        target = ref["final"]["force_mae_ev_per_a"]
+        out["reference_method"] = reference_method
+        out["reference_final_force_mae_ev_per_a"] = target
+        for res in results.values():
+            curve = pd.DataFrame(res["curve"])
+            need = labels_to_reach(curve, target)
+            res["labels_to_reach_reference_final"] = need
+            res["label_fraction_of_reference"] = (
+                None if need is None else need / ref["labels_total"])
+            acquired = None if need is None else need - res["labels_initial"]
+            res["acquired_fraction_of_reference"] = (
+                None if acquired is None or ref["labels_acquired"] == 0
+                else max(acquired, 0.0) / ref["labels_acquired"])
+    report_dir = project / "data/08_reporting"
+    report_dir.mkdir(parents=True, exist_ok=True)
+    path = report_dir / f"benchmark_{system}.json"
+    path.write_text(json.dumps(out, indent=1, default=_jsonable))
+    _plots(system, project, root, results, report_dir)
+    log.info("wrote %s", path)
+    return out
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, np.generic):
+        return v.item()
+    raise TypeError(f"not JSON serialisable: {type(v)}")
+
+
+def _plots(system: str, project: Path, root: Path, results: dict[str, Any],
+           report_dir: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [("force_mae_ev_per_a", "test force MAE (eV/Å)"),
+              ("path_force_mae_ev_per_a", "path force MAE (eV/Å)"),
+              ("neb_barrier_error_kcal_mol", "NEB barrier error (kcal/mol)")]
+    panels = [p for p in panels if any(p[0] in r["curve"] for r in results.values())]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
+    for ax, (col, label) in zip(axes[0], panels, strict=True):
+        for method, res in results.items():
+            if col in res["curve"]:
+                ax.plot(res["curve"]["n_labels"], res["curve"][col], marker="o", label=method)
+        if col.startswith("neb"):
+            ax.axhline(0.0, color="k", lw=0.8)
+        ax.set_xlabel("QM labels")
+        ax.set_ylabel(label)
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle(f"{system}: query methods at equal label budget")
+    fig.tight_layout()
+    fig.savefig(report_dir / f"benchmark_{system}_learning_curves.png", dpi=120)
+    plt.close(fig)
+    if system.startswith("alanine"):
+        from reactive_al import plots
+
+        maps = {m: _phi_psi(_explored_frames(project / root / m)) for m in results}
+        maps = {m: a for m, a in maps.items() if len(a)}
+        if maps:
+            fig = plots.ramachandran_coverage(maps)
+            fig.savefig(report_dir / f"benchmark_{system}_ramachandran.png", dpi=120)
+            plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command line: ``python -m reactive_al.benchmark --system <name> [--methods a,b]``."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--system", required=True, help="a system of parameters_systems.yml")
+    parser.add_argument("--methods", default=None,
+                        help="comma-separated subset of benchmark.methods (default: all)")
+    parser.add_argument("--env", default=None, help="Kedro configuration environment")
+    parser.add_argument("--project", default=".", help="project root (default: cwd)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    try:
+        out = run_benchmark(args.system, Path(args.project),
+                            args.methods.split(",") if args.methods else None, args.env)
+    except (ValueError, RuntimeError) as exc:
+        sys.exit(f"benchmark: {exc}")
+    for method, res in out["methods"].items():
+        f = res["final"]
+        print(f"{method:>20}: {res['labels_total']} labels, force MAE "
+              f"{f.get('force_mae_ev_per_a', float('nan')):.3f} eV/Å, NEB barrier error "
+              f"{f.get('neb_barrier_error_kcal_mol') or float('nan'):+.2f} kcal/mol, "
+              f"Spearman {f.get('force_spearman') or float('nan'):.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,48 @@
+import json
+
+import pandas as pd
+import pytest
+
+from reactive_al.benchmark import _flatten, _param_arg, labels_to_reach, write_comparison
+
+
+def test_labels_to_reach_interpolates_between_iterations():
+    curve = pd.DataFrame({"n_labels": [10, 20, 30], "force_mae_ev_per_a": [0.4, 0.2, 0.1]})
+    assert labels_to_reach(curve, 0.3) == pytest.approx(15.0)
+    assert labels_to_reach(curve, 0.1) == pytest.approx(30.0)
+    assert labels_to_reach(curve, 0.5) == 10.0
+    assert labels_to_reach(curve, 0.05) is None
+
+
+def test_method_overrides_become_nested_kedro_params():
+    flat = _flatten({"selection": {"strategy": "max_det", "walkers": {"bias": {"enabled": True}}}})
+    assert flat == {"selection.strategy": "max_det", "selection.walkers.bias.enabled": True}
+    assert _param_arg(flat) == "selection.strategy=max_det,selection.walkers.bias.enabled=true"
+
+
+def _campaign(root, name, maes):
+    rep = root / name / "08_reporting"
+    rep.mkdir(parents=True)
+    pd.DataFrame({"iteration": range(len(maes)), "n_labels": [16 + 8 * k for k in
+                                                               range(len(maes))],
+                  "test/force_mae_ev_per_a": maes,
+                  "test/neb/barrier_error_kcal_mol": [5.0] * len(maes)}).to_csv(
+        rep / "learning_curve.csv", index=False)
+
+
+def test_comparison_reports_label_fraction_against_the_random_baseline(tmp_path):
+    root = tmp_path / "data/benchmark/toy"
+    _campaign(root, "random", [0.30, 0.25, 0.20, 0.15])
+    _campaign(root, "smart", [0.30, 0.15, 0.10, 0.08])
+    defs = {"random": {"description": "r"}, "smart": {"description": "s"}}
+    out = write_comparison("toy", tmp_path, root.relative_to(tmp_path), ["random", "smart"],
+                           defs, {"random": 10.0, "smart": 12.0})
+    smart = out["methods"]["smart"]
+    # random ends at 0.15 eV/Å with 40 labels; smart gets there at 24 labels
+    assert smart["labels_to_reach_reference_final"] == pytest.approx(24.0)
+    assert smart["label_fraction_of_reference"] == pytest.approx(24 / 40)
+    assert smart["acquired_fraction_of_reference"] == pytest.approx(8 / 24)
+    assert out["methods"]["random"]["label_fraction_of_reference"] == pytest.approx(1.0)
+    saved = json.loads((tmp_path / "data/08_reporting/benchmark_toy.json").read_text())
+    assert saved["methods"]["smart"]["wall_time_s"] == 12.0
+    assert (tmp_path / "data/08_reporting/benchmark_toy_learning_curves.png").exists()
