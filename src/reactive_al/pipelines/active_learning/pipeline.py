@@ -37,7 +37,8 @@ def iteration_template(iteration: int, acquire: bool) -> Pipeline:
     pipe = training_pipeline(previous_committee=iteration > 0) + evaluation_pipeline()
     if not acquire:
         return pipe + Pipeline([
-            node(_at(iteration), ["metrics", "committee", "labeled_set", "test_set"],
+            node(_at(iteration), ["metrics", "committee", "labeled_set", "test_set",
+                              "reference_path"],
                  ["summary", "figures"], name="summarize_iteration"),
         ])
     return pipe + selection_pipeline() + Pipeline([
@@ -46,7 +47,8 @@ def iteration_template(iteration: int, acquire: bool) -> Pipeline:
         node(merge_labeled, ["labeled_set", "new_labels"], "next_labeled_set",
              name="merge_labeled"),
         node(_at(iteration),
-             ["metrics", "committee", "labeled_set", "test_set", "exploration_stats",
+             ["metrics", "committee", "labeled_set", "test_set", "reference_path",
+              "exploration_stats",
               "selection_stats", "selected", "label_failures"],
              ["summary", "figures"], name="summarize_iteration"),
     ])
@@ -66,6 +68,7 @@ def create_pipeline(n_iterations: int = 5, **kwargs) -> Pipeline:
             template,
             namespace=f"iter_{k:02d}",
             inputs={"labeled_set": f"labeled_set_{k}", "test_set": "test_set",
+                    "reference_path": "reference_path",
                     **({} if last else {"md_seeds": "md_seeds"}),
                     **({"previous_committee": f"iter_{k - 1:02d}.committee"} if k else {})},
             outputs=outputs,
