@@ -8,6 +8,7 @@ export OMP_NUM_THREADS ?= 1
 
 .PHONY: install run resume test lint bench benchmark notebook mlflow-ui clean-campaign
 SYSTEM ?= sn2_cl_ch3cl
+PARALLEL ?= 2
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,7 +38,7 @@ bench: install
 
 ## Query methods compared on one system: data/08_reporting/benchmark_$(SYSTEM).json + plots.
 benchmark: install
-	$(BIN)/python -m reactive_al.benchmark --system $(SYSTEM)
+	$(BIN)/python -m reactive_al.benchmark --system $(SYSTEM) --parallel $(PARALLEL)
 
 notebook: install
 	$(BIN)/kedro jupyter lab

@@ -7,7 +7,7 @@ counts sampled frames in the transition-state region |d(C–Cl1) − d(C–Cl2)|
 a random sample of each run's frames with PySCF (default level, label cache) to compare true
 force errors. Prints and writes benchmarks/results/biased_md.json.
 
-    python benchmarks/biased_md.py [--data data] [--steps 600] [--walkers 2] [--tau 0.2]
+    python benchmarks/biased_md.py [--data data] [--steps 600] [--walkers 2] [--tau 0.2 0.5 ...]
 """
 
 from __future__ import annotations
@@ -41,7 +41,9 @@ def main() -> None:
     parser.add_argument("--data", default="data")
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--walkers", type=int, default=2, help="walkers per well and mode")
-    parser.add_argument("--tau", type=float, default=0.2)
+    parser.add_argument("--tau", type=float, nargs="+", default=[0.2],
+                        help="bias strengths: one biased run per value")
+    parser.add_argument("--name", default="biased_md", help="result file name")
     parser.add_argument("--n-label", type=int, default=6, help="frames labeled per mode")
     args = parser.parse_args()
     data = Path(args.data)
@@ -57,11 +59,12 @@ def main() -> None:
     cfg = WalkerConfig(n_steps=args.steps, sample_every=5, max_force=50.0)
     reactant = seeds[0]
     result = {"well_abs_xi_A": abs(xi(reactant)), "steps_per_walker": args.steps,
-              "walkers_per_well": args.walkers, "tau": args.tau, "temperature_K": 300,
+              "walkers_per_well": args.walkers, "taus": args.tau, "temperature_K": 300,
               "ts_region": "|d(C-Cl1) - d(C-Cl2)| < 0.3 A",
               "energy_calibration_scale": est.energy_cal.scale}
     frames_by_mode = {}
-    for mode in ("plain", "biased"):
+    modes = ["plain"] + [f"biased_tau{t:g}" for t in args.tau]
+    for mode, tau in zip(modes, [None, *args.tau], strict=True):
         rng = np.random.default_rng(5)
         frames, reasons, t0 = [], [], time.perf_counter()
         for seed in seeds:
@@ -70,7 +73,7 @@ def main() -> None:
                     calc = committee.calculator()
                 else:
                     calc = UncertaintyBiasedCalculator(
-                        committee, est.gf, tau=args.tau, energy_scale=est.energy_cal.scale)
+                        committee, est.gf, tau=tau, energy_scale=est.energy_cal.scale)
                 f, reason, _ = run_walker(seed, calc, 300.0, cfg, rng, f"{mode}{w}")
                 frames += f
                 reasons.append(reason)
@@ -104,7 +107,7 @@ def main() -> None:
         result[mode]["n_labeled"] = len(labeled)
         result[mode]["n_label_failures"] = len(failures)
         print(mode, "true force MAE", result[mode]["true_force_mae_ev_per_a"])
-    write_result("biased_md", result)
+    write_result(args.name, result)
 
 
 if __name__ == "__main__":

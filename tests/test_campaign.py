@@ -215,8 +215,8 @@ def test_benchmark_runs_each_method_on_the_same_test_set_and_budget(project):
     env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "true", "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
         [sys.executable, "-m", "reactive_al.benchmark", "--system", "h3_exchange",
-         "--methods", "random,committee"], cwd=project, env=env, capture_output=True,
-        text=True, timeout=900)
+         "--methods", "random,committee", "--parallel", "2"], cwd=project, env=env,
+        capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     out = json.loads((project / "data/08_reporting/benchmark_h3_exchange.json").read_text())
     assert set(out["methods"]) == {"random", "committee"}
