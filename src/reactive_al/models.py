@@ -75,7 +75,7 @@ class TrainingConfig:
     seed: int = 0
     max_minutes: float = 10.0
     mode: str = "retrain"
-    replay_fraction: float = 1.0
+    replay_fraction: float = 0.5
     warm_start_epochs: int = 100
 
     def __post_init__(self) -> None:
