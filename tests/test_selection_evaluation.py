@@ -46,3 +46,71 @@ def test_evaluate_committee_reports_subsets():
     m = evaluate_committee(committee, frames)
     assert m["n_test"] == 3 and m["path/n_test"] == 2 and m["reactant/n_test"] == 1
     assert "spearman_force_uncertainty_error" in m
+
+
+class _DoubleWell:
+    """A stand-in committee: one atom on E = h (x² − 1)² + y² + z² (eV, Å), barrier h at x = 0."""
+
+    def __init__(self, height: float):
+        self.height = height
+
+    def calculator(self):
+        from ase.calculators.calculator import Calculator, all_changes
+
+        h = self.height
+
+        class DoubleWell(Calculator):
+            implemented_properties = ["energy", "forces"]
+
+            def calculate(self, atoms=None, properties=("energy",),
+                          system_changes=all_changes):
+                super().calculate(atoms, properties, system_changes)
+                x, y, z = self.atoms.positions[0]
+                self.results = {
+                    "energy": h * (x**2 - 1) ** 2 + y**2 + z**2,
+                    "forces": -np.array([[4 * h * x * (x**2 - 1), 2 * y, 2 * z]])}
+
+        return DoubleWell()
+
+
+def _reference_path(height: float):
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    from reactive_al.exploration import neb_candidates
+
+    r = Atoms("Ar", positions=[[-1.0, 0.0, 0.0]])
+    p = Atoms("Ar", positions=[[1.0, 0.1, 0.0]])
+    well = _DoubleWell(height)
+    frames, stats = neb_candidates(r, p, well.calculator, n_images=5, fmax=0.001, steps=2000)
+    assert stats["neb_converged"]
+    path = []
+    for a in [r, *frames, p]:
+        b = a.copy()
+        b.calc = well.calculator()
+        e, f = b.get_potential_energy(), b.get_forces()
+        b.calc = SinglePointCalculator(b, energy=e, forces=f)
+        path.append(b)
+    return path
+
+
+def test_neb_barrier_error_of_the_committee_mean_has_known_answers():
+    from ase.units import kcal, mol
+
+    from reactive_al.evaluation import neb_barrier_metrics
+
+    kcal_mol = kcal / mol
+    path = _reference_path(0.5)
+    # the climbing image sits on the saddle: the reference barrier is h − E(reactant)
+    e0 = path[0].get_potential_energy()
+    assert e0 == pytest.approx(0.0)
+    same = neb_barrier_metrics(_DoubleWell(0.5), path, fmax=0.001, steps=2000)
+    assert same["neb/model_converged"]
+    assert same["neb/qm_barrier_kcal_mol"] == pytest.approx(0.5 / kcal_mol, rel=1e-3)
+    assert abs(same["neb/barrier_error_kcal_mol"]) < 1e-3
+    # a model whose barrier is 30% higher: error +0.15 eV, reaction energy unchanged (0.01 eV)
+    high = neb_barrier_metrics(_DoubleWell(0.65), path, fmax=0.001, steps=2000)
+    assert high["neb/barrier_error_kcal_mol"] == pytest.approx(0.15 / kcal_mol, rel=1e-2)
+    assert abs(high["neb/reaction_energy_error_kcal_mol"]) < 1e-6
+    low = neb_barrier_metrics(_DoubleWell(0.4), path, fmax=0.001, steps=2000)
+    assert low["neb/barrier_error_kcal_mol"] == pytest.approx(-0.1 / kcal_mol, rel=1e-2)
+    assert low["neb/abs_barrier_error_kcal_mol"] == pytest.approx(0.1 / kcal_mol, rel=1e-2)
