@@ -46,3 +46,16 @@ def test_comparison_reports_label_fraction_against_the_random_baseline(tmp_path)
     saved = json.loads((tmp_path / "data/08_reporting/benchmark_toy.json").read_text())
     assert saved["methods"]["smart"]["wall_time_s"] == 12.0
     assert (tmp_path / "data/08_reporting/benchmark_toy_learning_curves.png").exists()
+
+
+def test_markdown_summary_lists_every_method(tmp_path):
+    from reactive_al.benchmark import markdown_summary
+
+    root = tmp_path / "data/benchmark/toy"
+    _campaign(root, "random", [0.30, 0.20])
+    _campaign(root, "smart", [0.30, 0.10])
+    out = write_comparison("toy", tmp_path, root.relative_to(tmp_path), ["random", "smart"],
+                           {"random": {}, "smart": {}}, {})
+    table = markdown_summary(out)
+    assert "| random | 24 | 0.200 |" in table and "| smart | 24 | 0.100 |" in table
+    assert (tmp_path / "data/08_reporting/benchmark_toy.md").read_text() == table

@@ -148,6 +148,22 @@ def run_benchmark(
                             bench.get("reference_method", "random"))
 
 
+def report_only(system: str, project: Path = Path("."), methods: list[str] | None = None,
+                env: str | None = None) -> dict[str, Any]:
+    """Rewrite the comparison from campaigns that have already run (no kedro run)."""
+    project = project.resolve()
+    bench = load_parameters(project, env).get("benchmark", {})
+    root = Path(bench.get("root", "data/benchmark")) / system
+    timing_path = project / root / "wall_time_s.json"
+    timing = json.loads(timing_path.read_text()) if timing_path.is_file() else {}
+    chosen = methods or [m for m in bench.get("methods", {})
+                         if (project / root / m / "08_reporting/learning_curve.csv").is_file()]
+    if not chosen:
+        raise ValueError(f"{root}: no finished campaign to report")
+    return write_comparison(system, project, root, chosen, bench["methods"], timing,
+                            bench.get("reference_method", "random"))
+
+
 def labels_to_reach(curve: pd.DataFrame, target: float, column: str = "force_mae_ev_per_a"
                     ) -> float | None:
     """Labels at which a learning curve first reaches ``target`` (linear interpolation).
@@ -243,9 +259,42 @@ def write_comparison(
     report_dir.mkdir(parents=True, exist_ok=True)
     path = report_dir / f"benchmark_{system}.json"
     path.write_text(json.dumps(out, indent=1, default=_jsonable))
+    (report_dir / f"benchmark_{system}.md").write_text(markdown_summary(out))
     _plots(system, project, root, results, report_dir)
     log.info("wrote %s", path)
     return out
+
+
+def markdown_summary(out: dict[str, Any]) -> str:
+    """A short markdown table of a comparison (final iteration of every method)."""
+
+    def num(v: Any, fmt: str) -> str:
+        return "–" if v is None else format(v, fmt)
+
+    lines = [f"# Query methods on {out['system']}", "",
+             "| method | labels | force MAE (eV/Å) | path force MAE | NEB barrier error "
+             "(kcal/mol) | Spearman (force) | labels to reach random's final MAE | "
+             "MD stability (steps) | Ramachandran coverage | wall time (min) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for method, res in out["methods"].items():
+        f = res["final"]
+        wall = res.get("wall_time_s")
+        lines.append(
+            f"| {method} | {res['labels_total']} | {num(f.get('force_mae_ev_per_a'), '.3f')} | "
+            f"{num(f.get('path_force_mae_ev_per_a'), '.3f')} | "
+            f"{num(f.get('neb_barrier_error_kcal_mol'), '+.2f')} | "
+            f"{num(f.get('force_spearman'), '.2f')} | "
+            f"{num(res.get('labels_to_reach_reference_final'), '.1f')} | "
+            f"{num(f.get('md_stability_median_steps'), '.0f')} | "
+            f"{num(res.get('ramachandran_coverage'), '.3f')} | "
+            f"{num(None if wall is None else wall / 60, '.1f')} |")
+    ref = out.get("reference_path")
+    if ref:
+        lines += ["", f"QM climbing-image NEB reference: barrier "
+                      f"{ref['barrier_kcal_mol']:.2f} kcal/mol, converged {ref['converged']} "
+                      f"in {ref['steps']} steps."]
+    lines += ["", f"{out.get('parallel_campaigns', 1)} campaign(s) ran at the same time."]
+    return "\n".join(lines) + "\n"
 
 
 def _jsonable(v: Any) -> Any:
@@ -300,12 +349,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--project", default=".", help="project root (default: cwd)")
     parser.add_argument("--parallel", type=int, default=1,
                         help="campaigns run at the same time (default 1)")
+    parser.add_argument("--report-only", action="store_true",
+                        help="rewrite the JSON, table and plots from finished campaigns")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     try:
-        out = run_benchmark(args.system, Path(args.project),
-                            args.methods.split(",") if args.methods else None, args.env,
-                            args.parallel)
+        if args.report_only:
+            out = report_only(args.system, Path(args.project),
+                              args.methods.split(",") if args.methods else None, args.env)
+        else:
+            out = run_benchmark(args.system, Path(args.project),
+                                args.methods.split(",") if args.methods else None, args.env,
+                                args.parallel)
     except (ValueError, RuntimeError) as exc:
         sys.exit(f"benchmark: {exc}")
     for method, res in out["methods"].items():

@@ -59,7 +59,8 @@ def summarize_iteration(
         summary["labeling/n_new"] = (len(selected) if selected is not None else 0) - len(
             label_failures)
     params = {"n_labels": len(labeled_set), "ensemble_size": committee.spec.ensemble_size,
-              "hidden": committee.spec.hidden}
+              "hidden": committee.spec.hidden,
+              "train_mode": committee.history.get("mode", "retrain")}
     if selection_stats is not None:
         params.update({k: selection_stats.get(k) for k in
                        ("strategy", "uncertainty", "criterion", "calibration")})
