@@ -157,7 +157,7 @@ def report_only(system: str, project: Path = Path("."), methods: list[str] | Non
     timing_path = project / root / "wall_time_s.json"
     timing = json.loads(timing_path.read_text()) if timing_path.is_file() else {}
     chosen = methods or [m for m in bench.get("methods", {})
-                         if (project / root / m / "08_reporting/learning_curve.csv").is_file()]
+                         if (project / root / m / "08_reporting").is_dir()]
     if not chosen:
         raise ValueError(f"{root}: no finished campaign to report")
     return write_comparison(system, project, root, chosen, bench["methods"], timing,
@@ -182,12 +182,45 @@ def labels_to_reach(curve: pd.DataFrame, target: float, column: str = "force_mae
     return None
 
 
+def _curve_table(camp: Path, shared: Path) -> tuple[pd.DataFrame, bool]:
+    """A campaign's learning curve; for an unfinished campaign, its evaluated iterations.
+
+    Returns (table, complete). Unfinished iterations contribute what they evaluated: the
+    summary if written, else the test metrics and the size of their training set.
+    """
+    csv = camp / "08_reporting/learning_curve.csv"
+    if csv.is_file():
+        return pd.read_csv(csv), True
+    from ase.io import read
+
+    rows = []
+    for k in range(1000):
+        ns = f"iter_{k:02d}"
+        summary = camp / "08_reporting" / ns / "summary.json"
+        metrics = [d / "08_reporting" / ns / "metrics.json" for d in (camp, shared)]
+        labeled = [d / "03_primary" / f"labeled_set_{k}.extxyz" for d in (camp, shared)]
+        if summary.is_file():
+            rows.append(json.loads(summary.read_text()))
+        elif any(m.is_file() for m in metrics) and any(f.is_file() for f in labeled):
+            m = json.loads(next(m for m in metrics if m.is_file()).read_text())
+            n = len(read(next(f for f in labeled if f.is_file()), index=":"))
+            rows.append({"iteration": k, "n_labels": n, **{f"test/{key}": v
+                                                           for key, v in m.items()}})
+        else:
+            break
+    if not rows:
+        raise ValueError(f"{camp}: no evaluated iteration to report")
+    return pd.DataFrame(rows), False
+
+
 def _method_result(system: str, camp: Path, root: Path) -> dict[str, Any]:
-    table = pd.read_csv(camp / "08_reporting/learning_curve.csv")
+    table, complete = _curve_table(camp, camp.parent)
     cols = {k: v for k, v in CURVE_COLUMNS.items() if k in table}
     curve = table[list(cols)].rename(columns=cols)
     last = curve.iloc[-1]
     out: dict[str, Any] = {
+        "complete": complete,
+        "iterations_evaluated": len(curve),
         "labels_total": int(last["n_labels"]),
         "labels_initial": int(curve["n_labels"].iloc[0]),
         "labels_acquired": int(last["n_labels"] - curve["n_labels"].iloc[0]),
@@ -289,10 +322,14 @@ def markdown_summary(out: dict[str, Any]) -> str:
             f"{num(res.get('ramachandran_coverage'), '.3f')} | "
             f"{num(None if wall is None else wall / 60, '.1f')} |")
     ref = out.get("reference_path")
-    if ref:
+    if ref and "barrier_kcal_mol" in ref:
         lines += ["", f"QM climbing-image NEB reference: barrier "
                       f"{ref['barrier_kcal_mol']:.2f} kcal/mol, converged {ref['converged']} "
                       f"in {ref['steps']} steps."]
+    unfinished = [m for m, r in out["methods"].items() if not r.get("complete", True)]
+    if unfinished:
+        lines += ["", f"Stopped before the last iteration (their last evaluated iteration is "
+                      f"shown): {', '.join(unfinished)}."]
     lines += ["", f"{out.get('parallel_campaigns', 1)} campaign(s) ran at the same time."]
     return "\n".join(lines) + "\n"
 
