@@ -45,18 +45,20 @@ class LabelCache:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with sqlite3.connect(self.path) as con:
+        with sqlite3.connect(self.path, timeout=60) as con:
             # WAL lets several campaigns read while one writes, without corrupting the file
             con.execute("PRAGMA journal_mode=WAL")
-        # ASE creates its tables on first use; two processes opening a new cache at once can
-        # both try: the loser sees "table ... already exists" and simply opens it again
-        for attempt in range(10):
+        # ASE creates its tables on first use, in several statements: two processes opening a
+        # new cache at once can see each other's half-made schema ("table ... already exists",
+        # "no such table"); the loser waits and opens it again
+        for attempt in range(20):
             try:
                 with self._db() as db:
                     db.count()
                 break
             except sqlite3.OperationalError as exc:
-                if "already exists" not in str(exc) or attempt == 9:
+                msg = str(exc)
+                if ("already exists" not in msg and "no such table" not in msg) or attempt == 19:
                     raise
                 time.sleep(0.05 * (attempt + 1))
 
