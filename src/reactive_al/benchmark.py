@@ -29,6 +29,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from reactive_al.report import flatten
+
 log = logging.getLogger(__name__)
 
 #: Columns of a campaign's learning curve copied into the benchmark result.
@@ -61,15 +63,9 @@ def load_parameters(project: Path, env: str | None = None) -> dict[str, Any]:
     return loader["parameters"]
 
 
-def _flatten(overrides: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in (overrides or {}).items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out.update(_flatten(value, f"{name}."))
-        else:
-            out[name] = value
-    return out
+def _flatten(overrides: dict[str, Any]) -> dict[str, Any]:
+    """Nested parameter overrides as the dotted keys of ``kedro run --params``."""
+    return flatten(overrides, sep=".")
 
 
 def _param_arg(params: dict[str, Any]) -> str:
@@ -213,7 +209,7 @@ def _curve_table(camp: Path, shared: Path) -> tuple[pd.DataFrame, bool]:
     return pd.DataFrame(rows), False
 
 
-def _method_result(system: str, camp: Path, root: Path) -> dict[str, Any]:
+def _method_result(system: str, camp: Path) -> dict[str, Any]:
     table, complete = _curve_table(camp, camp.parent)
     cols = {k: v for k, v in CURVE_COLUMNS.items() if k in table}
     curve = table[list(cols)].rename(columns=cols)
@@ -261,7 +257,7 @@ def write_comparison(
     """Collect every method's campaign into the benchmark JSON and plots."""
     results: dict[str, Any] = {}
     for method in methods:
-        res = _method_result(system, project / root / method, root)
+        res = _method_result(system, project / root / method)
         res["description"] = definitions[method].get("description", "")
         res["wall_time_s"] = timing.get(method)
         results[method] = res

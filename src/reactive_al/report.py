@@ -26,12 +26,13 @@ def format_value(value: Any) -> str:
     return str(value).replace("|", "\\|").replace("\n", " ")
 
 
-def _flatten(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten(nested: Mapping[str, Any], sep: str = "/", prefix: str = "") -> dict[str, Any]:
+    """Nested mappings as one level, keys joined by ``sep`` (``a/b`` or ``a.b``)."""
     out: dict[str, Any] = {}
-    for key, value in metrics.items():
+    for key, value in (nested or {}).items():
         name = f"{prefix}{key}"
         if isinstance(value, Mapping):
-            out.update(_flatten(value, f"{name}/"))
+            out.update(flatten(value, sep, f"{name}{sep}"))
         else:
             out[name] = value
     return out
@@ -73,7 +74,7 @@ def markdown_report(
     path relative to where the report is written, so the links work when the folder moves.
     """
     parts = [f"# {title}", "", f"**System:** {system}", ""]
-    flat = _flatten(metrics)
+    flat = flatten(metrics)
     if flat:
         headline = pd.DataFrame({"metric": list(flat), "value": [format_value(v)
                                                                  for v in flat.values()]})
