@@ -119,7 +119,6 @@ def qm_neb_path(
         img.calc = _ImageCalculator(oracle)
     neb = NEB(images, climb=True, method="improvedtangent")
     opt = BFGS(neb, logfile=None, maxstep=0.1)
-    converged = False
     for _ in opt.irun(fmax=fmax, steps=steps):
         if opt.nsteps and opt.nsteps % 5 == 0:
             log.info("QM NEB step %d: max force %.3f eV/Å", opt.nsteps,
