@@ -3,7 +3,13 @@ import json
 import pandas as pd
 import pytest
 
-from reactive_al.benchmark import _flatten, _param_arg, labels_to_reach, write_comparison
+from reactive_al.benchmark import (
+    _flatten,
+    _param_arg,
+    labels_to_reach,
+    markdown_summary,
+    write_comparison,
+)
 
 
 def test_labels_to_reach_interpolates_between_iterations():
@@ -20,14 +26,15 @@ def test_method_overrides_become_nested_kedro_params():
     assert _param_arg(flat) == "selection.strategy=max_det,selection.walkers.bias.enabled=true"
 
 
-def _campaign(root, name, maes):
+def _campaign(root, name, maes, path_maes=None, barrier_errors=None):
     rep = root / name / "08_reporting"
     rep.mkdir(parents=True)
     pd.DataFrame({"iteration": range(len(maes)), "n_labels": [16 + 8 * k for k in
                                                                range(len(maes))],
                   "test/force_mae_ev_per_a": maes,
-                  "test/neb/barrier_error_kcal_mol": [5.0] * len(maes)}).to_csv(
-        rep / "learning_curve.csv", index=False)
+                  "test/path/force_mae_ev_per_a": path_maes or maes,
+                  "test/neb/barrier_error_kcal_mol": barrier_errors or [5.0] * len(maes)}
+                 ).to_csv(rep / "learning_curve.csv", index=False)
 
 
 def test_comparison_reports_label_fraction_against_the_random_baseline(tmp_path):
@@ -49,8 +56,6 @@ def test_comparison_reports_label_fraction_against_the_random_baseline(tmp_path)
 
 
 def test_markdown_summary_lists_every_method(tmp_path):
-    from reactive_al.benchmark import markdown_summary
-
     root = tmp_path / "data/benchmark/toy"
     _campaign(root, "random", [0.30, 0.20])
     _campaign(root, "smart", [0.30, 0.10])
@@ -59,3 +64,23 @@ def test_markdown_summary_lists_every_method(tmp_path):
     table = markdown_summary(out)
     assert "| random | 24 | 0.200 |" in table and "| smart | 24 | 0.100 |" in table
     assert (tmp_path / "data/08_reporting/benchmark_toy.md").read_text() == table
+
+
+def test_comparison_counts_labels_where_the_reaction_happens(tmp_path):
+    root = tmp_path / "data/benchmark/toy"
+    # equal overall curves, but "smart" learns the path region and the barrier sooner
+    _campaign(root, "random", [0.30, 0.25, 0.20], path_maes=[0.40, 0.30, 0.20],
+              barrier_errors=[10.0, 6.0, 0.5])
+    _campaign(root, "smart", [0.30, 0.25, 0.20], path_maes=[0.40, 0.10, 0.08],
+              barrier_errors=[10.0, -3.0, -0.2])
+    out = write_comparison("toy", tmp_path, root.relative_to(tmp_path), ["random", "smart"],
+                           {"random": {}, "smart": {}}, {})
+    smart, random = out["methods"]["smart"], out["methods"]["random"]
+    assert out["reference_final_path_force_mae_ev_per_a"] == pytest.approx(0.20)
+    # path MAE 0.40 -> 0.10 between 16 and 24 labels crosses 0.20 at 16 + 8 * 2/3
+    assert smart["labels_to_reach_reference_final_path"] == pytest.approx(16 + 8 * 2 / 3)
+    assert random["labels_to_reach_reference_final_path"] == pytest.approx(32.0)
+    # |barrier error| 10 -> 3 -> 0.2: within 1 kcal/mol at 24 + 8 * 2/2.8 labels
+    assert smart["labels_to_barrier_within_1_kcal_mol"] == pytest.approx(24 + 8 * 2 / 2.8)
+    assert random["labels_to_barrier_within_1_kcal_mol"] == pytest.approx(24 + 8 * 5 / 5.5)
+    assert "| smart | 32 | 0.200 | 0.080 | -0.20 |" in markdown_summary(out)
