@@ -118,13 +118,15 @@ def test_campaign_grows_labels_trains_and_tracks(project):
                 "thermal_300K/force_mae_ev_per_a", "hot_1200K/force_mae_ev_per_a",
                 "calibration/force_coverage_95", "neb/barrier_error_kcal_mol",
                 "neb/reaction_energy_error_kcal_mol", "path/qm_path_barrier_error_kcal_mol",
-                "md_stability/median_steps"} <= set(metrics)
+                "md_stability/median_steps", "calibration/gf_energy_spearman"} <= set(metrics)
         assert 0 <= metrics["calibration/force_coverage_95"] <= 1
+        assert 0 <= metrics["calibration/gf_energy_coverage_95"] <= 1
         assert 1 <= metrics["md_stability/median_steps"] <= 40
         assert metrics["neb/qm_barrier_kcal_mol"] > 5  # H + H2 at UHF/STO-3G: ~20 kcal/mol
         figures = {p.name for p in (data / f"08_reporting/iter_{k:02d}/figures").iterdir()}
         assert figures == {"parity_energy.png", "parity_forces.png", "path_profile.png",
-                           "calibration_force.png", "calibration_energy.png"}
+                           "calibration_force.png", "calibration_energy.png",
+                           "calibration_gf_energy.png"}
     assert curve["test/wells_forgetting_ratio"].iloc[0] == 1.0
     report = (data / "08_reporting/report.md").read_text()
     assert "# Active-learning campaign: h3_exchange" in report

@@ -114,3 +114,45 @@ def test_neb_barrier_error_of_the_committee_mean_has_known_answers():
     low = neb_barrier_metrics(_DoubleWell(0.4), path, fmax=0.001, steps=2000)
     assert low["neb/barrier_error_kcal_mol"] == pytest.approx(-0.1 / kcal_mol, rel=1e-2)
     assert low["neb/abs_barrier_error_kcal_mol"] == pytest.approx(0.1 / kcal_mol, rel=1e-2)
+
+
+def test_calibration_scores_the_gradient_feature_uncertainty_against_the_errors():
+    """Errors made equal to k × the gradient-feature σ: rank correlation 1, and the 95 %
+    interval (±1.96 σ) covers all of them at k = 1 and none at k = 3."""
+    import torch
+
+    from reactive_al.evaluation import calibration_metrics
+    from reactive_al.models import Committee, CommitteeSpec, build_model
+    from reactive_al.uncertainty import UncertaintyConfig, UncertaintyEstimator
+
+    spec = CommitteeSpec(symbols=["H", "O"], ensemble_size=2, hidden=[8, 6])
+    torch.manual_seed(0)
+    committee = Committee(build_model(spec), spec)
+    rng = np.random.default_rng(0)
+
+    def water(noise, stretch=0.0):
+        a = Atoms("OH2", positions=[[0, 0, 0], [0.96 + stretch, 0, 0], [-0.24, 0.93, 0]])
+        a.positions += rng.normal(0, noise, a.positions.shape)
+        return a
+
+    train = [water(0.04) for _ in range(10)]  # no validation split: σ stay unscaled
+    test = [water(0.04, s) for s in (0.0, 0.1, 0.2, 0.35, 0.5, 0.8)]
+    gf = {"num_features": 128, "layers": "all", "sigma_n": 0.01}
+    sigma = UncertaintyEstimator(committee, train, UncertaintyConfig(
+        method="gradient_features", calibration="gaussian_ml", **gf)).scores(test)["energy"]
+    assert np.unique(sigma).size == len(test)
+    pred = committee.predict(test)
+    for k, coverage in ((1.0, 1.0), (3.0, 0.0)):
+        labeled = []
+        for a, e, f, s in zip(test, pred["energy"], pred["forces"], sigma, strict=True):
+            b = a.copy()
+            b.calc = SinglePointCalculator(b, energy=e + k * s * len(b), forces=f)
+            labeled.append(b)
+        m, curves = calibration_metrics(committee, labeled, train,
+                                        gradient_features={"enabled": True, **gf})
+        assert m["calibration/gf_energy_spearman"] == pytest.approx(1.0)
+        assert m["calibration/gf_energy_coverage_95"] == pytest.approx(coverage)
+        assert "gf_energy" in curves and "energy" in curves
+    off = calibration_metrics(committee, labeled, train,
+                              gradient_features={"enabled": False, **gf})[0]
+    assert not any(key.startswith("calibration/gf_") for key in off)

@@ -64,15 +64,20 @@ def evaluate_committee(
 
 def calibration_metrics(
     committee: Committee, test_set: list[Atoms], labeled_set: list[Atoms],
-    pred: dict[str, Any] | None = None,
+    pred: dict[str, Any] | None = None, gradient_features: dict[str, Any] | None = None,
 ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-    """How well the committee's calibrated spreads describe its test errors.
+    """How well the committee's calibrated uncertainties describe its test errors.
 
     The spreads are turned into Gaussian σ by one scale fitted (maximum likelihood) on the
     committee's validation split; on the test set we report the Spearman correlation of σ with
     the error, the coverage of the nominal 95% interval and the miscalibration area, for
     per-atom force errors (RMS over x, y, z) and per-atom energy errors. Returns (metrics,
     calibration curves {"force": (expected, observed), "energy": ...}).
+
+    With ``gradient_features`` (``enabled`` plus the ``num_features``, ``layers``, ``sigma_n``
+    of :class:`~reactive_al.uncertainty.UncertaintyConfig`), the calibrated gradient-feature
+    energy uncertainty of the same committee is scored the same way (``gf_energy_*``), so the
+    two uncertainties are compared on one model and one test set.
     """
     from reactive_al.science_metrics import (
         calibration_curve,
@@ -100,6 +105,19 @@ def calibration_metrics(
         curves[name] = calibration_curve(err[ok], sig[ok])
     out["calibration/force_scale"] = est.force_cal.scale
     out["calibration/energy_scale"] = est.energy_cal.scale
+    gf = dict(gradient_features or {})
+    if gf.pop("enabled", bool(gf)):
+        gf_est = UncertaintyEstimator(
+            committee, labeled_set,
+            UncertaintyConfig(method="gradient_features", calibration="gaussian_ml", **gf))
+        sig = gf_est.scores(test_set)["energy"]
+        ok = sig > 0
+        out["calibration/gf_energy_spearman"] = spearman(sig[ok], e_err[ok])
+        out["calibration/gf_energy_coverage_95"] = interval_coverage(e_err[ok], sig[ok], 0.95)
+        out["calibration/gf_energy_miscalibration_area"] = miscalibration_area(e_err[ok],
+                                                                               sig[ok])
+        out["calibration/gf_energy_scale"] = gf_est.energy_cal.scale
+        curves["gf_energy"] = calibration_curve(e_err[ok], sig[ok])
     return out, curves
 
 
@@ -187,15 +205,19 @@ def md_stability_metrics(
 def evaluation_figures(
     committee: Committee, test_set: list[Atoms], labeled_set: list[Atoms] | None = None,
     reference_path: list[Atoms] | None = None,
+    gradient_features: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Parity plots, the QM-path energy profile and calibration plots (PNG names → Figure).
 
-    Calibration plots need the committee's training set (``labeled_set``).
+    Calibration plots need the committee's training set (``labeled_set``);
+    ``gradient_features`` adds the gradient-feature energy uncertainty's plot
+    (see :func:`calibration_metrics`).
     """
     from reactive_al import plots
 
     p = committee.predict(test_set)
-    curves = calibration_metrics(committee, test_set, labeled_set, p)[1] if labeled_set else {}
+    curves = (calibration_metrics(committee, test_set, labeled_set, p, gradient_features)[1]
+              if labeled_set else {})
     n = np.array([len(a) for a in test_set])
     figs = {
         "parity_energy.png": plots.parity_plot(

@@ -28,13 +28,15 @@ def summarize_iteration(
     selection_stats: dict[str, Any] | None = None,
     selected: list[Atoms] | None = None,
     label_failures: list[dict[str, Any]] | None = None,
+    evaluation_params: dict[str, Any] | None = None,
     *,
     iteration: int,
 ) -> tuple[dict[str, Any], dict[str, plt.Figure]]:
     """One iteration's record and figures, also logged to a nested MLflow run.
 
     The record holds labels used, test errors, calibration and uncertainty statistics; the
-    figures are the parity plots, the path energy profile and the calibration plots.
+    figures are the parity plots, the path energy profile and the calibration plots (of the
+    uncertainties ``evaluation_params`` has the evaluation score).
     """
     summary: dict[str, Any] = {
         "iteration": iteration,
@@ -67,7 +69,8 @@ def summarize_iteration(
     if exploration_stats is not None:
         params["biased_md"] = exploration_stats.get("biased", False)
         params["bias_tau"] = exploration_stats.get("bias_tau")
-    figures = evaluation_figures(committee, test_set, labeled_set, reference_path)
+    gf = ((evaluation_params or {}).get("calibration") or {}).get("gradient_features")
+    figures = evaluation_figures(committee, test_set, labeled_set, reference_path, gf)
     summary["mlflow_run_id"] = log_iteration_run(
         iteration, {k: v for k, v in summary.items() if k != "iteration"}, params, committee,
         selected, figures)

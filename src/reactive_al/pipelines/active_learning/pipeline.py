@@ -37,8 +37,10 @@ def iteration_template(iteration: int, acquire: bool) -> Pipeline:
     pipe = training_pipeline(previous_committee=iteration > 0) + evaluation_pipeline()
     if not acquire:
         return pipe + Pipeline([
-            node(_at(iteration), ["metrics", "committee", "labeled_set", "test_set",
-                              "reference_path"],
+            node(_at(iteration), {"metrics": "metrics", "committee": "committee",
+                                  "labeled_set": "labeled_set", "test_set": "test_set",
+                                  "reference_path": "reference_path",
+                                  "evaluation_params": "params:evaluation"},
                  ["summary", "figures"], name="summarize_iteration"),
         ])
     return pipe + selection_pipeline() + Pipeline([
@@ -49,7 +51,7 @@ def iteration_template(iteration: int, acquire: bool) -> Pipeline:
         node(_at(iteration),
              ["metrics", "committee", "labeled_set", "test_set", "reference_path",
               "exploration_stats",
-              "selection_stats", "selected", "label_failures"],
+              "selection_stats", "selected", "label_failures", "params:evaluation"],
              ["summary", "figures"], name="summarize_iteration"),
     ])
 

@@ -26,12 +26,14 @@ def evaluate(
     uncertainties whose quality is measured here. ``reference_path`` is the QM climbing-image
     NEB: the committee's own climbing-image NEB between the same end points is compared with
     it (``neb/*``), and the committee is evaluated on its images (``path/qm_path_*``).
-    ``params`` (``evaluation`` parameters) sets the model NEB and the MD-stability walkers.
+    ``params`` (``evaluation`` parameters) sets the model NEB, the MD-stability walkers and
+    whether the gradient-feature uncertainty is scored next to the committee spread.
     """
     params = params or {}
     pred = committee.predict(test_set)
     metrics = evaluate_committee(committee, test_set, pred)
-    metrics.update(calibration_metrics(committee, test_set, labeled_set, pred)[0])
+    gf = (params.get("calibration") or {}).get("gradient_features")
+    metrics.update(calibration_metrics(committee, test_set, labeled_set, pred, gf)[0])
     profile = path_profile(committee, reference_path)
     if profile is not None:
         metrics.update(profile["metrics"])
