@@ -231,6 +231,11 @@ def test_benchmark_runs_each_method_on_the_same_test_set_and_budget(project):
     assert rnd["labels_to_reach_reference_final"] is not None
     assert out["reference_path"]["converged"]
     root = project / "data/benchmark/h3_exchange"
+    timing = json.loads((root / "wall_time_s.json").read_text())
+    assert min(timing["shared"], timing["random"], timing["committee"]) > 0
+    assert rnd["wall_time_s"] == timing["random"]
+    assert "labels_to_barrier_within_1_kcal_mol" in qbc
+    assert len(qbc["curve"]["gf_energy_spearman"]) == 2
     assert (root / "03_primary/test_set.extxyz").exists()
     assert not (root / "random/03_primary/test_set.extxyz").exists()
     from ase.io import read
