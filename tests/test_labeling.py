@@ -167,3 +167,34 @@ def test_killed_labeling_process_loses_only_calculations_in_flight(tmp_path, mon
     result = _label_in_process(str(cache), 0, 16, 0)
     assert len(result) == 16
     assert len(calls) == 16 - done
+
+
+def test_cache_waits_for_a_schema_another_process_is_still_writing(tmp_path):
+    """ASE writes its tables, then the version row: a cache opened in between waits for it."""
+    import sqlite3
+    import threading
+    import time
+
+    import ase.db
+
+    from reactive_al.oracles.cache import LabelCache
+
+    path = tmp_path / "half_made.db"
+    with ase.db.connect(str(path), type="db") as db:
+        db.count()  # creates the schema
+    with sqlite3.connect(path) as con:
+        (version,) = con.execute("SELECT value FROM information WHERE name='version'").fetchone()
+        con.execute("DELETE FROM information WHERE name='version'")
+
+    def finish_schema():
+        time.sleep(0.3)
+        with sqlite3.connect(path) as con:
+            con.execute("INSERT INTO information VALUES ('version', ?)", (version,))
+
+    writer = threading.Thread(target=finish_schema)
+    writer.start()
+    try:
+        cache = LabelCache(path)
+    finally:
+        writer.join()
+    assert cache.get("no-such-key") is None

@@ -50,15 +50,18 @@ class LabelCache:
             con.execute("PRAGMA journal_mode=WAL")
         # ASE creates its tables on first use, in several statements: two processes opening a
         # new cache at once can see each other's half-made schema ("table ... already exists",
-        # "no such table"); the loser waits and opens it again
+        # "no such table", or the version row not written yet, which ASE reads as None); the
+        # loser waits and opens it again
         for attempt in range(20):
             try:
                 with self._db() as db:
                     db.count()
                 break
-            except sqlite3.OperationalError as exc:
+            except (sqlite3.OperationalError, TypeError) as exc:
                 msg = str(exc)
-                if ("already exists" not in msg and "no such table" not in msg) or attempt == 19:
+                half_made = ("already exists" in msg or "no such table" in msg
+                             or "'NoneType' object is not subscriptable" in msg)
+                if not half_made or attempt == 19:
                     raise
                 time.sleep(0.05 * (attempt + 1))
 
