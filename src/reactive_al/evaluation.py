@@ -96,28 +96,23 @@ def calibration_metrics(
     n = np.array([len(a) for a in test_set])
     e_err = np.abs(p["energy"] - [a.get_potential_energy() for a in test_set]) / n
     e_sig = est.energy_cal(np.asarray(p["energy_std"]))
-    out, curves = {}, {}
-    for name, err, sig in (("force", f_err, f_sig), ("energy", e_err, e_sig)):
-        ok = sig > 0
-        out[f"calibration/{name}_spearman"] = spearman(sig[ok], err[ok])
-        out[f"calibration/{name}_coverage_95"] = interval_coverage(err[ok], sig[ok], 0.95)
-        out[f"calibration/{name}_miscalibration_area"] = miscalibration_area(err[ok], sig[ok])
-        curves[name] = calibration_curve(err[ok], sig[ok])
-    out["calibration/force_scale"] = est.force_cal.scale
-    out["calibration/energy_scale"] = est.energy_cal.scale
+    scored = [("force", f_err, f_sig), ("energy", e_err, e_sig)]
+    out = {"calibration/force_scale": est.force_cal.scale,
+           "calibration/energy_scale": est.energy_cal.scale}
     gf = dict(gradient_features or {})
     if gf.pop("enabled", bool(gf)):
         gf_est = UncertaintyEstimator(
             committee, labeled_set,
             UncertaintyConfig(method="gradient_features", calibration="gaussian_ml", **gf))
-        sig = gf_est.scores(test_set)["energy"]
-        ok = sig > 0
-        out["calibration/gf_energy_spearman"] = spearman(sig[ok], e_err[ok])
-        out["calibration/gf_energy_coverage_95"] = interval_coverage(e_err[ok], sig[ok], 0.95)
-        out["calibration/gf_energy_miscalibration_area"] = miscalibration_area(e_err[ok],
-                                                                               sig[ok])
+        scored.append(("gf_energy", e_err, gf_est.scores(test_set)["energy"]))
         out["calibration/gf_energy_scale"] = gf_est.energy_cal.scale
-        curves["gf_energy"] = calibration_curve(e_err[ok], sig[ok])
+    curves = {}
+    for name, err, sig in scored:
+        ok = sig > 0
+        out[f"calibration/{name}_spearman"] = spearman(sig[ok], err[ok])
+        out[f"calibration/{name}_coverage_95"] = interval_coverage(err[ok], sig[ok], 0.95)
+        out[f"calibration/{name}_miscalibration_area"] = miscalibration_area(err[ok], sig[ok])
+        curves[name] = calibration_curve(err[ok], sig[ok])
     return out, curves
 
 
