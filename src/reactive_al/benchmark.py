@@ -60,10 +60,10 @@ def load_parameters(project: Path, env: str | None = None) -> dict[str, Any]:
     """The project's parameters (base, then ``local`` or ``env``)."""
     from kedro.config import OmegaConfigLoader
 
-    loader = OmegaConfigLoader(conf_source=str(project / "conf"), base_env="base",
-                               default_run_env=env or "local",
-                               merge_strategy={"parameters": "soft"})
-    return loader["parameters"]
+    from reactive_al.settings import CONFIG_LOADER_ARGS
+
+    args = {**CONFIG_LOADER_ARGS, **({"default_run_env": env} if env else {})}
+    return OmegaConfigLoader(conf_source=str(project / "conf"), **args)["parameters"]
 
 
 def _flatten(overrides: dict[str, Any]) -> dict[str, Any]:
@@ -285,16 +285,16 @@ def write_comparison(
         "parallel_campaigns": timing.get("parallel_campaigns", 1),
         "reference_path": json.loads(ref_stats.read_text()) if ref_stats.is_file() else None,
     }
-    if reference_method in results:
-        ref = results[reference_method]
-        target = ref["final"]["force_mae_ev_per_a"]
+    ref = results.get(reference_method)
+    if ref is not None:
         out["reference_method"] = reference_method
-        out["reference_final_force_mae_ev_per_a"] = target
-        path_target = ref["final"].get("path_force_mae_ev_per_a")
-        out["reference_final_path_force_mae_ev_per_a"] = path_target
-        for res in results.values():
-            curve = pd.DataFrame(res["curve"])
-            need = labels_to_reach(curve, target)
+        out["reference_final_force_mae_ev_per_a"] = ref["final"]["force_mae_ev_per_a"]
+        out["reference_final_path_force_mae_ev_per_a"] = ref["final"].get(
+            "path_force_mae_ev_per_a")
+    for res in results.values():
+        curve = pd.DataFrame(res["curve"])
+        if ref is not None:
+            need = labels_to_reach(curve, out["reference_final_force_mae_ev_per_a"])
             res["labels_to_reach_reference_final"] = need
             res["label_fraction_of_reference"] = (
                 None if need is None else need / ref["labels_total"])
@@ -303,11 +303,10 @@ def write_comparison(
                 None if acquired is None or ref["labels_acquired"] == 0
                 else max(acquired, 0.0) / ref["labels_acquired"])
             # the same count where the reaction happens: the path subset of the test set
+            path_target = out["reference_final_path_force_mae_ev_per_a"]
             res["labels_to_reach_reference_final_path"] = (
                 labels_to_reach(curve, path_target, "path_force_mae_ev_per_a")
                 if path_target is not None and "path_force_mae_ev_per_a" in curve else None)
-    for res in results.values():
-        curve = pd.DataFrame(res["curve"])
         if "neb_barrier_error_kcal_mol" in curve:  # systems with a reaction path only
             curve = curve.dropna(subset=["neb_barrier_error_kcal_mol"])
             curve["abs_barrier_error"] = curve["neb_barrier_error_kcal_mol"].abs()

@@ -10,6 +10,7 @@ from ase import Atoms
 from reactive_al.oracles.labeling import LabelingConfig
 from reactive_al.reference import qm_neb_path, thermal_frames, xtb_calculator_factory
 from reactive_al.sampling import idpp_path, path_perturbations, structure_set
+from reactive_al.science_metrics import EV_TO_KCAL_MOL
 from reactive_al.systems import load_system
 
 
@@ -33,7 +34,7 @@ def reference_path(
                               prerelax=ref.get("prerelax"))
     for a in path:
         rs.tag(a)
-    stats["barrier_kcal_mol"] = stats["barrier_ev"] * 23.060548
+    stats["barrier_kcal_mol"] = stats["barrier_ev"] * EV_TO_KCAL_MOL
     return path, stats
 
 
