@@ -38,7 +38,7 @@ bench: install
 
 ## Query methods compared on one system: data/08_reporting/benchmark_$(SYSTEM).json + plots.
 benchmark: install
-	$(BIN)/python -m reactive_al.benchmark --system $(SYSTEM) --parallel $(PARALLEL)
+	$(BIN)/reactive-al benchmark --system $(SYSTEM) --parallel $(PARALLEL)
 
 notebook: install
 	$(BIN)/kedro jupyter lab

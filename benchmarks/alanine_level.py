@@ -28,8 +28,11 @@ from ase import Atoms
 from ase.io import read
 from ase.neighborlist import natural_cutoffs, neighbor_list
 
-from reactive_al.oracles import single_point
-from reactive_al.science_metrics import alanine_dipeptide_phi_psi_indices, dihedral_phi_psi
+from reactive_al.evaluation.ramachandran import (
+    alanine_dipeptide_phi_psi_indices,
+    dihedral_phi_psi,
+)
+from reactive_al.oracles import parse_level, single_point
 
 ROOT = Path(__file__).resolve().parents[1]
 GEOMETRY = ROOT / "data/01_raw/alanine_dipeptide/reactant.xyz"
@@ -93,14 +96,12 @@ def main() -> None:
     rows, energies, forces = [], {}, {}
     for level in LEVELS:
         name = label_name(level)
-        settings = dict(level)
-        program = settings.pop("program", "pyscf")
-        if program == "pyscf":
-            settings["omp_threads"] = 1
+        lot = parse_level(level, f"alanine_level.py: LEVELS[{name}]",
+                          reactant.get_chemical_symbols())
         walls, cpus, e, f = [], [], [], []
         for geom in geoms.values():
             t, c = time.perf_counter(), time.process_time()
-            out = single_point(geom, 0, 1, program=program, **settings)
+            out = single_point(geom, 0, 1, lot, omp_threads=1)
             walls.append(time.perf_counter() - t)
             cpus.append(time.process_time() - c)
             e.append(out["energy"])

@@ -20,9 +20,9 @@ import numpy as np
 import yaml
 from _results import write_result
 
-from reactive_al.bias import UncertaintyBiasedCalculator
 from reactive_al.datasets import ExtXYZDataset
 from reactive_al.exploration import WalkerConfig, run_walker
+from reactive_al.exploration.bias import UncertaintyBiasedCalculator
 from reactive_al.models import CommitteeSpec, TrainingConfig, train_committee
 from reactive_al.oracles.labeling import LabelingConfig, label_structures
 from reactive_al.systems import load_system
@@ -92,7 +92,7 @@ def main() -> None:
         print(mode, result[mode])
     systems = yaml.safe_load((ROOT / "conf/base/parameters_systems.yml").read_text())["systems"]
     rs = load_system("sn2_cl_ch3cl", systems, ROOT)
-    lab = LabelingConfig(charge=rs.charge, multiplicity=rs.multiplicity, level=rs.level.as_dict(),
+    lab = LabelingConfig(charge=rs.charge, multiplicity=rs.multiplicity, level=rs.level,
                          cache_path=str(data / "02_intermediate/label_cache.db"), progress=False)
     rng = np.random.default_rng(0)
     for mode, frames in frames_by_mode.items():

@@ -91,7 +91,8 @@ def replay(
 ) -> list[dict[str, Any]]:
     """Iterations 1… of one mode, continuing from the shared iteration-0 committee ``first``."""
     from reactive_al.models import TrainingConfig, frame_key, train_committee
-    from reactive_al.tuning import QUERY_DEFAULTS, deep_merge, query_batch
+    from reactive_al.nested import deep_merge
+    from reactive_al.tuning import QUERY_DEFAULTS, query_batch
 
     cfg = TrainingConfig(**fit)
     committee, train = first, list(steps[0])
@@ -137,18 +138,17 @@ def main() -> None:
     args = parser.parse_args()
 
     import torch
-    from kedro.config import OmegaConfigLoader
 
+    from reactive_al.evaluation import forgetting_ratio
     from reactive_al.models import CommitteeSpec, TrainingConfig, train_committee
-    from reactive_al.science_metrics import forgetting_ratio
-    from reactive_al.settings import CONFIG_LOADER_ARGS
+    from reactive_al.settings import load_parameters
 
     torch.set_num_threads(1)
     data = Path(args.data)
     if not data.is_absolute() and not data.exists():
         data = ROOT / data
     steps, pool, test_set = load_campaign(data)
-    params = OmegaConfigLoader(conf_source=str(ROOT / "conf"), **CONFIG_LOADER_ARGS)["parameters"]
+    params = load_parameters(project=ROOT, env=None)
     training, selection = dict(params["training"]), dict(params.get("selection") or {})
     if args.scheme == "campaign":
         n_iterations = min(args.iterations or len(steps), len(steps))

@@ -23,8 +23,8 @@ import yaml
 from _results import write_result
 from ase.io import read
 
+from reactive_al.oracles import single_point
 from reactive_al.oracles.labeling import LabelingConfig, dask_client, label_structures
-from reactive_al.oracles.pyscf_oracle import pyscf_single_point
 from reactive_al.systems import load_system
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,7 +37,7 @@ def main() -> None:
     os.environ["OMP_NUM_THREADS"] = "1"
     systems = yaml.safe_load((ROOT / "conf/base/parameters_systems.yml").read_text())["systems"]
     system = load_system("sn2_cl_ch3cl", systems, ROOT)
-    level = system.level.as_dict()
+    level = system.level
     reactant = read(ROOT / system.reactant_file)
     rng = np.random.default_rng(0)
     frames = []
@@ -46,10 +46,9 @@ def main() -> None:
         a.positions += rng.normal(0, 0.04, a.positions.shape)
         frames.append(a)
 
-    qm = {k: v for k, v in level.items() if k != "program"}
     t0 = time.perf_counter()
     for a in frames:
-        pyscf_single_point(a, system.charge, system.multiplicity, omp_threads=1, **qm)
+        single_point(a, system.charge, system.multiplicity, level, omp_threads=1)
     raw = time.perf_counter() - t0
 
     def pipeline(scheduler: str, n_workers: int) -> float:
@@ -72,7 +71,7 @@ def main() -> None:
     parallel = pipeline("local", 2)
     result |= {
         "system": "sn2_cl_ch3cl",
-        "level": level,
+        "level": level.as_dict(),
         "n_structures": args.n,
         "raw_s_per_label": round(raw / args.n, 3),
         "pipeline_1_worker_s_per_label": round(serial / args.n, 3),

@@ -17,17 +17,15 @@ from pathlib import Path
 import numpy as np
 import torch
 from _results import write_result
-from ase import units
 from ase.calculators.calculator import Calculator, all_changes
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.data import atomic_numbers
 from ase.io import read
-from ase.md.langevin import Langevin
-from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 
-from reactive_al.bias import UncertaintyBiasedCalculator
-from reactive_al.gradient_features import GradientFeatureUncertainty
+from reactive_al.exploration.bias import UncertaintyBiasedCalculator
+from reactive_al.exploration.md import start_langevin
 from reactive_al.models import Committee, CommitteeSpec, build_model
+from reactive_al.uncertainty.gradient_features import GradientFeatureUncertainty
 
 ROOT = Path(__file__).resolve().parents[1]
 SYSTEMS = {"sn2_cl_ch3cl": "data/01_raw/sn2_cl_ch3cl/reactant.xyz",
@@ -53,10 +51,7 @@ class WithUncertainty(Calculator):
 def ms_per_step(atoms, calc, steps: int) -> float:
     a = atoms.copy()
     a.calc = calc
-    rng = np.random.default_rng(0)
-    MaxwellBoltzmannDistribution(a, temperature_K=300, rng=rng)
-    dyn = Langevin(a, timestep=0.5 * units.fs, temperature_K=300, friction=0.02 / units.fs,
-                   fixcm=False, rng=rng)
+    dyn = start_langevin(a, 300.0, 0.5, 0.02, np.random.default_rng(0))
     dyn.run(5)  # warm-up
     t = time.perf_counter()
     dyn.run(steps)

@@ -4,13 +4,14 @@ Takes a campaign's committee (``<data>/06_models/committee.pt``) and the labeled
 trained on (``<data>/03_primary/labeled_set.extxyz``, for the validation split that calibrates
 the uncertainty). Runs the same number of Langevin steps from the reactant (C7eq) with plain
 walkers (committee mean) and with uncertainty-biased walkers (gradient-feature uncertainty,
-walker settings and bias from conf/base/parameters_selection.yml, τ from ``--tau``), with the
-same random streams. Coverage of the φ/ψ plane by the sampled frames: quadtree over
-[−180°, 180°]² to depth 5, a cell at level h adds 1/4^h, the total divided by the depth.
+walker settings and bias from the project's parameters ``selection.walkers`` with ``--env``,
+τ from ``--tau``), with the same random streams. Coverage of the φ/ψ plane by the sampled
+frames: quadtree over [−180°, 180°]² to depth 5, a cell at level h adds 1/4^h, the total
+divided by the depth.
 Writes benchmarks/results/<name>.json and <name>.png (visits per finest cell, per run).
 
     python benchmarks/ramachandran.py --data data [--steps 1000] [--walkers 4]
-        [--temperatures 300 600] [--tau 0.2] [--name ramachandran]
+        [--temperatures 300 600] [--tau 0.2] [--name ramachandran] [--env local]
 """
 
 from __future__ import annotations
@@ -20,20 +21,20 @@ import time
 from pathlib import Path
 
 import numpy as np
-import yaml
 from _results import RESULTS, write_result
 
-from reactive_al.bias import UncertaintyBiasedCalculator
 from reactive_al.datasets import CommitteeCheckpointDataset, ExtXYZDataset
-from reactive_al.exploration import WalkerConfig, run_walker
-from reactive_al.plots import ramachandran_coverage
-from reactive_al.science_metrics import (
+from reactive_al.evaluation.plots import ramachandran_coverage
+from reactive_al.evaluation.ramachandran import (
     alanine_dipeptide_phi_psi_indices,
     dihedral_phi_psi,
     phi_psi_of_frames,
     quadtree_coverage,
     quadtree_level_fractions,
 )
+from reactive_al.exploration import WalkerConfig, run_walker
+from reactive_al.exploration.bias import UncertaintyBiasedCalculator
+from reactive_al.settings import load_parameters
 from reactive_al.systems import load_system
 from reactive_al.uncertainty import UncertaintyConfig, UncertaintyEstimator
 
@@ -64,13 +65,13 @@ def main() -> None:
     parser.add_argument("--depth", type=int, default=5)
     parser.add_argument("--seed", type=int, default=3)
     parser.add_argument("--name", default="ramachandran", help="result file stem")
+    parser.add_argument("--env", default=None, help="Kedro configuration environment")
     args = parser.parse_args()
     data = Path(args.data)
     committee = CommitteeCheckpointDataset(str(data / "06_models/committee.pt")).load()
     labeled = ExtXYZDataset(str(data / "03_primary/labeled_set.extxyz")).load()
-    conf = ROOT / "conf/base"
-    selection = yaml.safe_load((conf / "parameters_selection.yml").read_text())["selection"]
-    systems = yaml.safe_load((conf / "parameters_systems.yml").read_text())["systems"]
+    params = load_parameters(ROOT, args.env)
+    selection, systems = params["selection"], params["systems"]
     reactant = load_system(SYSTEM, systems, ROOT).reactant
     reactant.info["origin"] = "reactant"
     phi_idx, psi_idx = alanine_dipeptide_phi_psi_indices(reactant)

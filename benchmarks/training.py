@@ -17,12 +17,8 @@ import torch
 from _results import write_result
 from ase.io import read
 
-from reactive_al.models import (
-    CommitteeSpec,
-    _member_energies_forces,
-    build_model,
-    frames_to_tensors,
-)
+from reactive_al.models import CommitteeSpec, build_model, frames_to_tensors
+from reactive_al.models.committee import _member_energies_forces
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = [
@@ -80,11 +76,11 @@ def main() -> None:
     result = {"system": "sn2_cl_ch3cl (6 atoms)", "torch_threads": torch.get_num_threads(),
               "rows": rows}
     if args.qm:
-        from reactive_al.oracles.pyscf_oracle import pyscf_single_point
+        from reactive_al.oracles.pyscf import PySCFLevel, pyscf_single_point
 
         t = time.perf_counter()
-        pyscf_single_point(reactant, -1, 1, method="b3lyp", basis="6-31+g*", grid_level=3,
-                           omp_threads=1)
+        level = PySCFLevel(method="b3lyp", basis="6-31+g*", grid_level=3)
+        pyscf_single_point(reactant, -1, 1, level, omp_threads=1)
         key = "qm_label_s_b3lyp_631+gs_grid3_1thread"
         result[key] = round(time.perf_counter() - t, 2)
         print(f"one B3LYP/6-31+G* label (1 thread): {result[key]} s")

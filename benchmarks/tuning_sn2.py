@@ -38,14 +38,13 @@ def main() -> None:
         parser.error("--trials must be positive")
 
     import torch
-    from kedro.config import OmegaConfigLoader
 
     from reactive_al.datasets import ExtXYZDataset
-    from reactive_al.settings import CONFIG_LOADER_ARGS
+    from reactive_al.settings import load_parameters
     from reactive_al.tuning import run_study
 
     torch.set_num_threads(1)
-    params = OmegaConfigLoader(conf_source=str(ROOT / "conf"), **CONFIG_LOADER_ARGS)["parameters"]
+    params = load_parameters(project=ROOT, env=None)
     pool = ExtXYZDataset(str(ROOT / "data/03_primary/labeled_set.extxyz")).load()
     test = ExtXYZDataset(str(ROOT / "data/03_primary/test_set.extxyz")).load()
     tuning = dict(params["tuning"])

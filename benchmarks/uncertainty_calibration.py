@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 from _results import write_result
 
-from reactive_al.benchmark import load_parameters
-from reactive_al.datasets import CommitteeCheckpointDataset, ExtXYZDataset
+from reactive_al.benchmark import campaign_catalog
 from reactive_al.evaluation import calibration_metrics
+from reactive_al.settings import load_parameters
 
 ROOT = Path(__file__).resolve().parents[1]
 KEYS = {"committee_energy": "calibration/energy_", "gf_energy": "calibration/gf_energy_",
@@ -29,14 +29,13 @@ KEYS = {"committee_energy": "calibration/energy_", "gf_energy": "calibration/gf_
 SCORES = ("spearman", "coverage_95", "miscalibration_area")
 
 
-def iterations(shared: Path, camp: Path):
-    """(iteration, committee path, labeled-set path) of a campaign's evaluated committees."""
+def iterations(catalog):
+    """(iteration, committee, labeled set) of a campaign's trained committees (its catalog)."""
     for k in range(100):
-        models = (shared if k == 0 else camp) / "06_models" / f"iter_{k:02d}/committee.pt"
-        labeled = (shared if k == 0 else camp) / "03_primary" / f"labeled_set_{k}.extxyz"
-        if not (models.is_file() and labeled.is_file()):
+        models, labeled = f"iter_{k:02d}.committee", f"labeled_set_{k}"
+        if not (catalog.exists(models) and catalog.exists(labeled)):
             return
-        yield k, models, labeled
+        yield k, catalog.load(models), catalog.load(labeled)
 
 
 def main() -> None:
@@ -46,17 +45,16 @@ def main() -> None:
     args = parser.parse_args()
     params = load_parameters(ROOT)
     gf = dict(params["evaluation"]["calibration"]["gradient_features"], enabled=True)
-    shared = ROOT / args.root / args.system
-    test_set = ExtXYZDataset(str(shared / "03_primary/test_set.extxyz")).load()
+    root = Path(args.root) / args.system
+    shared = ROOT / root
+    test_set = campaign_catalog(ROOT, root).load("test_set")
     methods = [m for m in params["benchmark"]["methods"] if (shared / m).is_dir()]
     if not methods:
         raise SystemExit(f"{shared}: no campaign of a benchmark method to score")
     per_method: dict[str, dict] = {}
     for method in methods:
         rows = []
-        for k, models, labeled in iterations(shared, shared / method):
-            committee = CommitteeCheckpointDataset(str(models)).load()
-            labeled_set = ExtXYZDataset(str(labeled)).load()
+        for k, committee, labeled_set in iterations(campaign_catalog(ROOT, root, method)):
             m = calibration_metrics(committee, test_set, labeled_set, gradient_features=gf)[0]
             row = {"iteration": k, "n_labels": len(labeled_set)}
             row.update({f"{name}_{s}": round(float(m[prefix + s]), 4)

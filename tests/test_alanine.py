@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import yaml
 
+from reactive_al.evaluation.ramachandran import (
+    alanine_dipeptide_phi_psi_indices,
+    dihedral_phi_psi,
+)
 from reactive_al.pipelines.data_engineering.nodes import build_structure_sets
-from reactive_al.science_metrics import alanine_dipeptide_phi_psi_indices, dihedral_phi_psi
 from reactive_al.systems import load_system
 
 from .conftest import PROJECT_ROOT
@@ -45,3 +48,22 @@ def test_structure_sets_sample_only_the_reactant_well(monkeypatch):
                    for a in frames)
         assert all(len(a) == 22 for a in frames)
     assert len(seeds) == 1
+
+
+def test_thermal_driver_is_any_registered_program_and_unknown_is_one_line():
+    import pytest
+
+    from reactive_al.pipelines.data_engineering.nodes import thermal_driver
+    from reactive_al.systems import SystemDefinitionError
+
+    thermal = {"n_per_well": 1}
+    assert thermal_driver({**thermal, "driver": "xtb"}, ["H"]).name == "gfn2-xtb"
+    level = thermal_driver({**thermal, "driver": {"program": "pyscf", "basis": "sto-3g"}}, ["H"])
+    assert level.program == "pyscf" and level.basis == "sto-3g"
+    assert thermal_driver(None, ["H"]) is None
+    with pytest.raises(SystemDefinitionError) as err:
+        thermal_driver({**thermal, "driver": "gaussian"}, ["H"])
+    assert str(err.value).startswith(
+        "conf/base/parameters_data_engineering.yml: data_engineering.thermal.driver: "
+        "unknown program 'gaussian'")
+    assert "\n" not in str(err.value)

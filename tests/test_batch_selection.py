@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from reactive_al.batch_selection import (
+from reactive_al.selection.strategies import (
     drop_training_duplicates,
     kmeans_representatives,
     max_det,

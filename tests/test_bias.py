@@ -3,9 +3,9 @@ import pytest
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 
-from reactive_al.bias import UncertaintyBiasedCalculator
-from reactive_al.gradient_features import GradientFeatureUncertainty
+from reactive_al.exploration.bias import UncertaintyBiasedCalculator
 from reactive_al.models import Committee, CommitteeSpec, build_model
+from reactive_al.uncertainty.gradient_features import GradientFeatureUncertainty
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from reactive_al.calibration import (
+from reactive_al.uncertainty.calibration import (
     Calibrator,
     conformal_scale,
     coverage,

@@ -82,7 +82,7 @@ def test_model_hessian_gives_the_analytic_morse_frequency():
     from ase.calculators.morse import MorsePotential
 
     from reactive_al.exploration import finite_difference_hessian, model_normal_mode_samples
-    from reactive_al.sampling import modes_from_hessian
+    from reactive_al.exploration.structures import modes_from_hessian
 
     eps, r0, rho0 = 4.7, 0.74, 2.0
     h2 = Atoms("H2", positions=[[0, 0, 0], [r0, 0, 0]])

@@ -7,12 +7,12 @@ import pytest
 import torch
 from ase import Atoms
 
-from reactive_al.gradient_features import (
+from reactive_al.models import Committee, CommitteeSpec, build_model
+from reactive_al.uncertainty.gradient_features import (
     GradientFeatureMap,
     GradientFeatureUncertainty,
     frames_to_species_coords,
 )
-from reactive_al.models import Committee, CommitteeSpec, build_model
 
 SPEC = CommitteeSpec(symbols=["H", "O"], ensemble_size=2, hidden=[8, 6])
 

@@ -11,8 +11,7 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from reactive_al import plots, report
-from reactive_al.science_metrics import calibration_curve
+from reactive_al.evaluation import calibration_curve, plots, report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -49,7 +48,11 @@ def test_learning_curves_one_line_per_strategy(tmp_path):
     curves = {"active learning": ([10, 20, 40], [0.5, 0.3, 0.2]),
               "random": ([10, 20, 40], [0.5, 0.4, 0.35]),
               "MD only": ([10, 20, 40], [0.6, 0.5, 0.45])}
-    fig = plots.learning_curves(curves, log_y=True)
+    fig = plots.learning_curves({"test force MAE (eV/Å)": curves,
+                                 "test energy MAE (meV/atom)": {"random": ([10], [3.0])}},
+                                log_y=True)
+    assert len(fig.axes) == 2
+    assert [line.get_label() for line in fig.axes[1].lines] == ["random"]
     ax = fig.axes[0]
     assert [line.get_label() for line in ax.lines] == list(curves)
     assert ax.get_xlabel() == "QM labels"

@@ -1,7 +1,12 @@
 import numpy as np
 from ase import Atoms
 
-from reactive_al.sampling import harmonic_modes, idpp_path, normal_mode_perturbations, structure_set
+from reactive_al.exploration.structures import (
+    harmonic_modes,
+    idpp_path,
+    normal_mode_perturbations,
+    structure_set,
+)
 
 from .conftest import PROJECT_ROOT
 

@@ -12,7 +12,7 @@ from ase.io import read
 from scipy.integrate import quad
 from scipy.stats import norm
 
-from reactive_al.science_metrics import (
+from reactive_al.evaluation import (
     EV_TO_KCAL_MOL,
     alanine_dipeptide_phi_psi_indices,
     barrier_and_reaction_energy,
@@ -96,8 +96,8 @@ def test_path_coordinate_is_normalized_arc_length():
 
 
 def test_committee_path_energies_gives_total_energy_spread():
+    from reactive_al.evaluation import committee_path_energies
     from reactive_al.models import Committee, CommitteeSpec, build_model
-    from reactive_al.science_metrics import committee_path_energies
 
     spec = CommitteeSpec(symbols=["H", "O"], ensemble_size=3, hidden=[8], radial_shifts=4,
                          angular_shifts=2, angular_sections=2)

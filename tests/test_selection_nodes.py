@@ -9,10 +9,10 @@ import pytest
 import yaml
 from ase.io import read
 
+from reactive_al.exploration.structures import structure_set
 from reactive_al.models import CommitteeSpec, TrainingConfig, train_committee
 from reactive_al.oracles.labeling import LabelingConfig, label_structures
-from reactive_al.pipelines.selection.nodes import explore_candidates, select_batch
-from reactive_al.sampling import structure_set
+from reactive_al.pipelines.selection.nodes import explore_candidates, fit_estimator, select_batch
 
 from .conftest import HF_STO3G, PROJECT_ROOT
 
@@ -53,8 +53,9 @@ def _selection(**overrides):
 def test_every_strategy_selects_distinct_new_structures(h3, strategy):
     committee, labeled, seeds = h3
     sel = _selection(strategy=strategy)
-    candidates, _ = explore_candidates(committee, seeds, labeled, sel)
-    selected, stats = select_batch(committee, candidates, labeled, sel)
+    est = fit_estimator(committee, labeled, sel)
+    candidates, _ = explore_candidates(committee, seeds, est, sel)
+    selected, stats = select_batch(committee, candidates, labeled, est, sel)
     assert len(selected) == 4
     assert stats["strategy"] == strategy and stats["n_calibration_frames"] > 0
     positions = [a.positions.tobytes() for a in selected]
@@ -76,11 +77,12 @@ def test_gradient_feature_uncertainty_and_biased_walkers_with_samplers(h3):
         samplers={"neb": {"enabled": True, "n_images": 3, "fmax": 0.5, "steps": 20},
                   "normal_modes": {"enabled": True, "n_per_minimum": 3, "temperature_K": 300}},
     )
-    candidates, stats = explore_candidates(committee, seeds, labeled, sel)
+    est = fit_estimator(committee, labeled, sel)
+    candidates, stats = explore_candidates(committee, seeds, est, sel)
     origins = {a.info["origin"].split("/")[0] for a in candidates}
     assert {"md", "neb"} <= origins
     assert stats["biased"] and stats["n_normal_mode_candidates"] == 6
-    selected, sstats = select_batch(committee, candidates, labeled, sel)
+    selected, sstats = select_batch(committee, candidates, labeled, est, sel)
     assert len(selected) == 4 and sstats["uncertainty"] == "gradient_features"
     assert sstats["energy_calibration_scale"] > 0
 
@@ -88,4 +90,106 @@ def test_gradient_feature_uncertainty_and_biased_walkers_with_samplers(h3):
 def test_unknown_strategy_names_the_parameter_file(h3):
     committee, labeled, _ = h3
     with pytest.raises(ValueError, match="parameters_selection.yml: unknown strategy"):
-        select_batch(committee, labeled[:3], labeled, _selection(strategy="best"))
+        select_batch(committee, labeled[:3], labeled,
+                     fit_estimator(committee, labeled, _selection()), _selection(strategy="best"))
+
+
+# -- extension points: a strategy and a sampler registered here, chosen by configuration ------
+from reactive_al.exploration import register_sampler  # noqa: E402
+from reactive_al.selection import register_strategy  # noqa: E402
+
+
+@register_strategy("toy_lowest")
+def _toy_lowest(request):
+    """Picks the *least* uncertain candidates: the opposite of top-k, easy to recognise."""
+    return np.argsort(request.scores, kind="stable")[: request.batch_size]
+
+
+@register_sampler("toy_stretch")
+def _toy_stretch(ctx, settings):
+    """One copy of every well with its first atom moved by ``shift`` Å along x."""
+    frames = []
+    for well in ctx.wells:
+        a = well.copy()
+        a.positions[0, 0] += float(settings["shift"])
+        a.info.update(origin="toy_stretch", subset=well.info["subset"])
+        frames.append(a)
+    return frames, {"n_toy_candidates": len(frames)}
+
+
+def _run_selection_pipeline(committee, labeled, seeds, sel):
+    """The ``selection`` pipeline run by Kedro on in-memory inputs and parameters."""
+    from kedro.io import DataCatalog, MemoryDataset
+    from kedro.runner import SequentialRunner
+
+    from reactive_al.pipelines.selection import create_pipeline
+
+    class Kept(MemoryDataset):
+        """Keeps its data after the runner is done with it, so the test can read it."""
+
+        def _release(self) -> None:
+            pass
+
+    catalog = DataCatalog({
+        "committee": MemoryDataset(committee, copy_mode="assign"),
+        "labeled_set": MemoryDataset(labeled, copy_mode="assign"),
+        "md_seeds": MemoryDataset(seeds, copy_mode="assign"),
+        "params:selection": MemoryDataset(sel),
+    })
+    for name in ("candidates", "selected", "exploration_stats", "selection_stats"):
+        catalog[name] = Kept(copy_mode="assign")
+    SequentialRunner().run(create_pipeline(), catalog)
+    return {name: catalog.load(name) for name in
+            ("candidates", "selected", "exploration_stats", "selection_stats")}
+
+
+def test_toy_strategy_and_sampler_run_through_configuration_alone(h3):
+    committee, labeled, seeds = h3
+    sel = _selection(strategy="toy_lowest", samplers={"toy_stretch": {"enabled": True,
+                                                                       "shift": 0.3}})
+    out = _run_selection_pipeline(committee, labeled, seeds, sel)
+    toy = [a for a in out["candidates"] if a.info["origin"] == "toy_stretch"]
+    assert len(toy) == 2 and out["exploration_stats"]["n_toy_candidates"] == 2
+    assert out["selection_stats"]["strategy"] == "toy_lowest"
+    chosen = [a.info["force_uncertainty_ev_per_a"] for a in out["selected"]]
+    assert len(chosen) == 4 and chosen == sorted(chosen)
+    # the least uncertain of all candidates that are not near-duplicates of training frames
+    assert chosen[-1] <= out["selection_stats"]["candidate_score_mean"]
+
+
+def test_unknown_sampler_is_rejected_with_the_parameter_file(h3):
+    committee, labeled, seeds = h3
+    sel = _selection(samplers={"no_such_sampler": {"enabled": True}})
+    with pytest.raises(ValueError, match="parameters_selection.yml.*no_such_sampler"):
+        explore_candidates(committee, seeds, fit_estimator(committee, labeled, sel), sel)
+
+
+def test_estimator_is_fitted_once_for_selection_and_once_for_evaluation(h3, monkeypatch):
+    """Biased walkers + max-det both need gradient features: still one fit per consumer."""
+    from reactive_al.pipelines.evaluation.nodes import evaluate
+    from reactive_al.uncertainty import GradientFeatureUncertainty, UncertaintyEstimator
+
+    counts = {"estimator": 0, "gradient_features": 0}
+    init, fit = UncertaintyEstimator.__init__, GradientFeatureUncertainty.fit
+
+    def counting_init(self, *args, **kwargs):
+        counts["estimator"] += 1
+        init(self, *args, **kwargs)
+
+    def counting_fit(self, *args, **kwargs):
+        counts["gradient_features"] += 1
+        return fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(UncertaintyEstimator, "__init__", counting_init)
+    monkeypatch.setattr(GradientFeatureUncertainty, "fit", counting_fit)
+    committee, labeled, seeds = h3
+    sel = _selection(strategy="max_det", uncertainty={"num_features": 64},
+                     walkers={"bias": {"enabled": True, "tau": 0.2, "window": 10}})
+    out = _run_selection_pipeline(committee, labeled, seeds, sel)
+    assert out["exploration_stats"]["biased"] and len(out["selected"]) == 4
+    assert counts == {"estimator": 1, "gradient_features": 1}
+    params = {"calibration": {"gradient_features": {"enabled": True, "num_features": 64}}}
+    metrics, products = evaluate(committee, labeled, labeled, [], params)
+    assert counts == {"estimator": 2, "gradient_features": 2}
+    assert "calibration/gf_energy_spearman" in metrics
+    assert set(products["calibration_curves"]) == {"force", "energy", "gf_energy"}

@@ -71,3 +71,24 @@ def test_unknown_level_setting_and_basis(tmp_path):
         load_system("s", _system(tmp_path, WATER, level_of_theory={"functional": "pbe"}))
     with pytest.raises(SystemDefinitionError, match="basis 'no-such-basis'"):
         load_system("s", _system(tmp_path, WATER, level_of_theory={"basis": "no-such-basis"}))
+
+
+@pytest.mark.parametrize(("lot", "expected"), [
+    ({"program": "orca"}, "level_of_theory: unknown program 'orca' (registered: "),
+    ({"program": "xtb", "grid_level": 3}, "unknown setting(s) ['grid_level'] for program 'xtb'"),
+])
+def test_unknown_program_or_key_is_one_line_naming_the_entry(tmp_path, lot, expected):
+    with pytest.raises(SystemDefinitionError) as err:
+        load_system("s", _system(tmp_path, WATER, level_of_theory=lot))
+    msg = str(err.value)
+    assert msg.startswith("conf/base/parameters_systems.yml: systems.s.level_of_theory: ")
+    assert expected in msg and "\n" not in msg
+
+
+def test_level_is_the_oracles_typed_object(tmp_path):
+    from reactive_al.oracles.xtb import XTBLevel
+
+    rs = load_system("s", _system(tmp_path, WATER, level_of_theory={"program": "xtb"}))
+    assert rs.level == XTBLevel() and rs.level.program == "xtb" and rs.level.name == "gfn2-xtb"
+    sn2 = load_system("sn2_cl_ch3cl", SYSTEMS, PROJECT_ROOT)
+    assert sn2.level.name == "b3lyp-6-31+g*" and sn2.level.as_dict()["grid_level"] == 3

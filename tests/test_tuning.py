@@ -153,12 +153,11 @@ def test_every_trial_is_a_nested_mlflow_run(studies):
 
 
 def test_best_params_file_merges_into_the_campaign_parameters(studies, tmp_path):
-    from kedro.config import OmegaConfigLoader
     from kedro_datasets.yaml import YAMLDataset
 
     from reactive_al.models import CommitteeSpec, TrainingConfig
     from reactive_al.selection import STRATEGIES
-    from reactive_al.settings import CONFIG_LOADER_ARGS
+    from reactive_al.settings import load_parameters
     from reactive_al.uncertainty import UncertaintyConfig
 
     best = studies["runs"][1]["result"].best_params
@@ -166,11 +165,11 @@ def test_best_params_file_merges_into_the_campaign_parameters(studies, tmp_path)
     conf = tmp_path / "conf"
     shutil.copytree(PROJECT_ROOT / "conf/base", conf / "base")
     (conf / "local").mkdir()
-    shipped = OmegaConfigLoader(conf_source=str(conf), **CONFIG_LOADER_ARGS)["parameters"]
+    shipped = load_parameters(project=tmp_path, env=None)
     # as the catalog entry writes it, and as the README says to use it
     YAMLDataset(filepath=str(tmp_path / "best_query_params.yml")).save(best)
     shutil.copy(tmp_path / "best_query_params.yml", conf / "local/parameters_best.yml")
-    params = OmegaConfigLoader(conf_source=str(conf), **CONFIG_LOADER_ARGS)["parameters"]
+    params = load_parameters(project=tmp_path, env=None)
 
     sel = params["selection"]
     for key in ("batch_size", "strategy"):

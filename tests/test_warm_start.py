@@ -10,8 +10,14 @@ from ase.calculators.morse import MorsePotential
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.io import read
 
-from reactive_al import models
-from reactive_al.models import CommitteeSpec, TrainingConfig, frame_key, train_committee
+from reactive_al.models import (
+    Committee,
+    CommitteeSpec,
+    TrainingConfig,
+    frame_key,
+    train_committee,
+    training,
+)
 
 from .conftest import PROJECT_ROOT
 
@@ -84,7 +90,7 @@ def test_warm_start_learns_the_new_frames(frames, previous):
 def test_replay_mixes_old_frames_into_every_epoch(frames, previous, monkeypatch):
     """Each epoch trains on every new training frame plus a fresh sample of old ones."""
     seen: list[set[int]] = []
-    real = models._member_energies_forces
+    real = training._member_energies_forces
     positions = [a.get_positions().astype(np.float32) for a in frames]
 
     def spy(model, species, coords, create_graph):
@@ -94,7 +100,7 @@ def test_replay_mixes_old_frames_into_every_epoch(frames, previous, monkeypatch)
                          for r in rows})
         return real(model, species, coords, create_graph)
 
-    monkeypatch.setattr(models, "_member_energies_forces", spy)
+    monkeypatch.setattr(training, "_member_energies_forces", spy)
     warm = train_committee(frames, SPEC, TrainingConfig(mode="warm_start", warm_start_epochs=6,
                                                         replay_fraction=0.5, **FAST),
                            previous=previous)
@@ -120,7 +126,7 @@ def test_new_frames_are_matched_by_key_not_position(frames, previous):
                                                           **FAST), previous=previous)
     assert warm.history["n_old_train"] == previous.history["n_train"]
     # a checkpoint without frame keys falls back to "the previous set is a prefix"
-    legacy = models.Committee(previous.model, previous.spec,
+    legacy = Committee(previous.model, previous.spec,
                               {k: v for k, v in previous.history.items() if k != "train_keys"})
     warm = train_committee(frames, SPEC, TrainingConfig(mode="warm_start", warm_start_epochs=1,
                                                         **FAST), previous=legacy)
@@ -151,7 +157,7 @@ def test_training_node_passes_the_previous_committee(frames, previous, monkeypat
     params = {"model": {k: v for k, v in SPEC.to_dict().items()
                         if k not in ("symbols", "lot", "self_energies")},
               "fit": {"mode": "warm_start", "warm_start_epochs": 1, **FAST}}
-    previous_h3 = models.Committee(previous.model, CommitteeSpec(
+    previous_h3 = Committee(previous.model, CommitteeSpec(
         **{**previous.spec.to_dict(), "lot": "hf-sto-3g"}), previous.history)
     c = train(frames, "h3_exchange", systems["systems"], params, previous_h3)
     assert c.history["mode"] == "warm_start"

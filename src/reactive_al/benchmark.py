@@ -1,17 +1,24 @@
 """Compare query methods on one system: same pipeline, same oracle, same label budget.
 
-``python -m reactive_al.benchmark --system sn2_cl_ch3cl`` (or ``make benchmark
-SYSTEM=sn2_cl_ch3cl``) runs the ``__default__`` campaign once per method listed under
-``benchmark.methods`` (``conf/base/parameters_benchmark.yml``), each as a real ``kedro run``
-with that method's parameter overrides. The reference path, the pools, the test set, the
-initial labels and iteration 0 are shared under ``data/benchmark/<system>/``; each method
+``reactive-al benchmark --system sn2_cl_ch3cl`` (or ``python -m reactive_al.benchmark``, or
+``make benchmark SYSTEM=sn2_cl_ch3cl``) runs the ``__default__`` campaign once per method
+listed under ``benchmark.methods`` (``conf/base/parameters_benchmark.yml``), each as a real
+``kedro run`` with that method's parameter overrides. The reference path, the pools, the test
+set, the initial labels and iteration 0 are shared under ``data/benchmark/<system>/``; each method
 writes its own iterations under ``data/benchmark/<system>/<method>/``. QM labels are shared
 through the label cache, so a structure two methods both select is computed once.
 Interrupted comparisons resume (``--only-missing-outputs``).
 
 The result is ``data/08_reporting/benchmark_<system>.json`` (per method: labels, test errors
 per iteration, barrier errors against the QM NEB, calibration, MD stability, Ramachandran
-coverage for alanine dipeptide, wall time) plus learning-curve and coverage plots.
+coverage for systems with ``reporting: {ramachandran: true}`` in ``parameters_systems.yml``,
+wall time) plus learning-curve and coverage plots.
+
+This driver is the one place outside ``pipelines/`` that uses Kedro: it launches the runs and
+reads each campaign's results through the project's catalog (``learning_curve``,
+``iter_NN.summary``, ``labeled_set_{k}``, ``iter_NN.candidates`` ... with the campaign's
+``data_root`` / ``campaign_root``); the comparison itself is
+:mod:`reactive_al.evaluation.comparison`.
 """
 
 from __future__ import annotations
@@ -26,44 +33,26 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
-from reactive_al.report import flatten
+from reactive_al.evaluation.comparison import (
+    compare,
+    iteration_row,
+    jsonable,
+    learning_curve_panels,
+    markdown_summary,
+    method_result,
+    phi_psi,
+)
+from reactive_al.nested import flatten
+from reactive_al.settings import load_catalog, load_parameters
 
 log = logging.getLogger(__name__)
 
-#: Columns of a campaign's learning curve copied into the benchmark result.
-CURVE_COLUMNS = {
-    "n_labels": "n_labels",
-    "test/force_mae_ev_per_a": "force_mae_ev_per_a",
-    "test/force_rmse_ev_per_a": "force_rmse_ev_per_a",
-    "test/energy_mae_mev_per_atom": "energy_mae_mev_per_atom",
-    "test/path/force_mae_ev_per_a": "path_force_mae_ev_per_a",
-    "test/neb/barrier_error_kcal_mol": "neb_barrier_error_kcal_mol",
-    "test/neb/model_barrier_kcal_mol": "neb_model_barrier_kcal_mol",
-    "test/neb/reaction_energy_error_kcal_mol": "reaction_energy_error_kcal_mol",
-    "test/path/qm_path_barrier_error_kcal_mol": "qm_path_barrier_error_kcal_mol",
-    "test/calibration/force_spearman": "force_spearman",
-    "test/calibration/force_coverage_95": "force_coverage_95",
-    "test/calibration/force_miscalibration_area": "force_miscalibration_area",
-    "test/calibration/energy_spearman": "committee_energy_spearman",
-    "test/calibration/gf_energy_spearman": "gf_energy_spearman",
-    "test/calibration/gf_energy_coverage_95": "gf_energy_coverage_95",
-    "test/spearman_force_uncertainty_error": "committee_spread_spearman",
-    "test/wells_forgetting_ratio": "wells_forgetting_ratio",
-    "test/md_stability/median_steps": "md_stability_median_steps",
-}
-
-
-def load_parameters(project: Path, env: str | None = None) -> dict[str, Any]:
-    """The project's parameters (base, then ``local`` or ``env``)."""
-    from kedro.config import OmegaConfigLoader
-
-    from reactive_al.settings import CONFIG_LOADER_ARGS
-
-    args = {**CONFIG_LOADER_ARGS, **({"default_run_env": env} if env else {})}
-    return OmegaConfigLoader(conf_source=str(project / "conf"), **args)["parameters"]
+#: Where the comparison (JSON, markdown table, plots) is written, relative to the project.
+REPORT_DIR = Path("data/08_reporting")
+#: Iterations looked up in a campaign (more than any campaign runs).
+MAX_ITERATIONS = 100
 
 
 def _flatten(overrides: dict[str, Any]) -> dict[str, Any]:
@@ -154,7 +143,7 @@ def run_benchmark(
                 continue
             timing_path.write_text(json.dumps(timing, indent=1))
     result = write_comparison(system, project, root, chosen, all_methods, timing,
-                              bench.get("reference_method", "random"))
+                              bench.get("reference_method", "random"), env=env, params=params)
     if failed:  # the comparison above still covers the iterations they finished
         raise RuntimeError(f"{len(failed)} campaign(s) failed: " + "; ".join(failed))
     return result
@@ -164,248 +153,143 @@ def report_only(system: str, project: Path = Path("."), methods: list[str] | Non
                 env: str | None = None) -> dict[str, Any]:
     """Rewrite the comparison from campaigns that have already run (no kedro run)."""
     project = project.resolve()
-    bench = load_parameters(project, env).get("benchmark", {})
+    params = load_parameters(project, env)
+    bench = params.get("benchmark", {})
     root = Path(bench.get("root", "data/benchmark")) / system
     timing_path = project / root / "wall_time_s.json"
     timing = json.loads(timing_path.read_text()) if timing_path.is_file() else {}
     chosen = methods or [m for m in bench.get("methods", {})
-                         if (project / root / m / "08_reporting").is_dir()]
+                         if _campaign_started(campaign_catalog(project, root, m, env))]
     if not chosen:
         raise ValueError(f"{root}: no finished campaign to report")
     return write_comparison(system, project, root, chosen, bench["methods"], timing,
-                            bench.get("reference_method", "random"))
+                            bench.get("reference_method", "random"), env=env, params=params)
 
 
-def labels_to_reach(curve: pd.DataFrame, target: float, column: str = "force_mae_ev_per_a"
-                    ) -> float | None:
-    """Labels at which a learning curve first reaches ``target`` (linear interpolation).
+def campaign_catalog(project: Path, root: Path, method: str | None = None,
+                     env: str | None = None):  # noqa: ANN201
+    """The catalog of one method's campaign: shared data under ``root``, its own below.
 
-    None if it never does. The curve's first point counts: a method already at the target
-    needs no more labels than it started with.
+    ``method=None`` gives the shared stage's catalog (what every method reads).
     """
-    x = curve["n_labels"].to_numpy(float)
-    y = curve[column].to_numpy(float)
-    if y[0] <= target:
-        return float(x[0])
-    for i in range(1, len(y)):
-        if y[i] <= target:
-            frac = (y[i - 1] - target) / (y[i - 1] - y[i])
-            return float(x[i - 1] + frac * (x[i] - x[i - 1]))
-    return None
+    campaign = root / method if method else root
+    return load_catalog(project, env, {"data_root": str(root), "campaign_root": str(campaign)})
 
 
-def _curve_table(camp: Path, shared: Path) -> tuple[pd.DataFrame, bool]:
+def _campaign_started(catalog: Any) -> bool:
+    """Whether a method's campaign evaluated anything of its own (beyond the shared stage)."""
+    return catalog.exists("learning_curve") or catalog.exists("iter_00.summary")
+
+
+def _curve_table(catalog: Any, where: Path) -> tuple[pd.DataFrame, bool]:
     """A campaign's learning curve; for an unfinished campaign, its evaluated iterations.
 
     Returns (table, complete). Unfinished iterations contribute what they evaluated: the
     summary if written, else the test metrics and the size of their training set.
     """
-    csv = camp / "08_reporting/learning_curve.csv"
-    if csv.is_file():
-        return pd.read_csv(csv), True
-    from ase.io import read
-
+    if catalog.exists("learning_curve"):
+        return catalog.load("learning_curve"), True
     rows = []
-    for k in range(1000):
+    for k in range(MAX_ITERATIONS):
         ns = f"iter_{k:02d}"
-        summary = camp / "08_reporting" / ns / "summary.json"
-        metrics = [d / "08_reporting" / ns / "metrics.json" for d in (camp, shared)]
-        labeled = [d / "03_primary" / f"labeled_set_{k}.extxyz" for d in (camp, shared)]
-        if summary.is_file():
-            rows.append(json.loads(summary.read_text()))
-        elif any(m.is_file() for m in metrics) and any(f.is_file() for f in labeled):
-            m = json.loads(next(m for m in metrics if m.is_file()).read_text())
-            n = len(read(next(f for f in labeled if f.is_file()), index=":"))
-            rows.append({"iteration": k, "n_labels": n, **{f"test/{key}": v
-                                                           for key, v in m.items()}})
+        if catalog.exists(f"{ns}.summary"):
+            rows.append(catalog.load(f"{ns}.summary"))
+        elif catalog.exists(f"{ns}.metrics") and catalog.exists(f"labeled_set_{k}"):
+            rows.append(iteration_row(k, catalog.load(f"{ns}.metrics"),
+                                      len(catalog.load(f"labeled_set_{k}"))))
         else:
             break
     if not rows:
-        raise ValueError(f"{camp}: no evaluated iteration to report")
+        raise ValueError(f"{where}: no evaluated iteration to report")
     return pd.DataFrame(rows), False
 
 
-def _method_result(system: str, camp: Path) -> dict[str, Any]:
-    table, complete = _curve_table(camp, camp.parent)
-    cols = {k: v for k, v in CURVE_COLUMNS.items() if k in table}
-    curve = table[list(cols)].rename(columns=cols)
-    last = curve.iloc[-1]
-    out: dict[str, Any] = {
-        "complete": complete,
-        "iterations_evaluated": len(curve),
-        "labels_total": int(last["n_labels"]),
-        "labels_initial": int(curve["n_labels"].iloc[0]),
-        "labels_acquired": int(last["n_labels"] - curve["n_labels"].iloc[0]),
-        "final": {k: (None if pd.isna(v) else float(v)) for k, v in last.items()},
-        "curve": {k: [None if pd.isna(v) else float(v) for v in curve[k]] for k in curve},
-    }
-    frames = _explored_frames(camp)
-    out["n_explored_frames"] = len(frames)
-    if system.startswith("alanine") and frames:
-        from reactive_al.science_metrics import quadtree_coverage
-
-        out["ramachandran_coverage"] = quadtree_coverage(_phi_psi(frames))
-    return out
-
-
-def _phi_psi(frames: list) -> np.ndarray:
-    from reactive_al.science_metrics import alanine_dipeptide_phi_psi_indices, phi_psi_of_frames
-
-    if not frames:
-        return np.zeros((0, 2))
-    phi, psi = alanine_dipeptide_phi_psi_indices(frames[0])
-    return phi_psi_of_frames(frames, phi, psi)
-
-
-def _explored_frames(camp: Path) -> list:
-    from ase.io import read
-
-    frames = []
-    for path in sorted((camp / "05_model_input").glob("iter_*/candidates.extxyz")):
-        frames += read(path, index=":")
+def _explored_frames(catalog: Any) -> list:
+    """Every candidate frame a campaign's exploration produced, iteration by iteration."""
+    frames: list = []
+    for k in range(MAX_ITERATIONS):
+        if catalog.exists(f"iter_{k:02d}.candidates"):
+            frames += catalog.load(f"iter_{k:02d}.candidates")
     return frames
+
+
+def reporting_options(params: dict[str, Any], system: str) -> dict[str, Any]:
+    """The system's ``reporting`` key of ``parameters_systems.yml`` (e.g. ``ramachandran``)."""
+    return dict((params.get("systems", {}).get(system, {}) or {}).get("reporting", {}) or {})
 
 
 def write_comparison(
     system: str, project: Path, root: Path, methods: list[str], definitions: dict[str, Any],
-    timing: dict[str, float], reference_method: str = "random",
+    timing: dict[str, float], reference_method: str = "random", env: str | None = None,
+    params: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Collect every method's campaign into the benchmark JSON and plots."""
+    """Collect every method's campaign, read through the catalog, into the JSON and plots.
+
+    ``root`` is the comparison's shared data root (relative to ``project``); each method's
+    campaign is under ``root/<method>``. ``params`` (default: the project's) give the
+    system's ``reporting`` options.
+    """
+    project = Path(project).resolve()
+    params = load_parameters(project, env) if params is None else params
+    ramachandran = bool(reporting_options(params, system).get("ramachandran", False))
     results: dict[str, Any] = {}
+    explored: dict[str, list] = {}
     for method in methods:
-        res = _method_result(system, project / root / method)
+        catalog = campaign_catalog(project, root, method, env)
+        table, complete = _curve_table(catalog, root / method)
+        frames = _explored_frames(catalog)
+        res = method_result(table, complete, frames, ramachandran=ramachandran)
         res["description"] = definitions[method].get("description", "")
         res["wall_time_s"] = timing.get(method)
         results[method] = res
-    ref_stats = project / root / "08_reporting/reference_path.json"
-    out: dict[str, Any] = {
-        "system": system,
-        "methods": results,
-        "shared_wall_time_s": timing.get("shared"),
-        "parallel_campaigns": timing.get("parallel_campaigns", 1),
-        "reference_path": json.loads(ref_stats.read_text()) if ref_stats.is_file() else None,
-    }
-    ref = results.get(reference_method)
-    if ref is not None:
-        out["reference_method"] = reference_method
-        out["reference_final_force_mae_ev_per_a"] = ref["final"]["force_mae_ev_per_a"]
-        out["reference_final_path_force_mae_ev_per_a"] = ref["final"].get(
-            "path_force_mae_ev_per_a")
-    for res in results.values():
-        curve = pd.DataFrame(res["curve"])
-        if ref is not None:
-            need = labels_to_reach(curve, out["reference_final_force_mae_ev_per_a"])
-            res["labels_to_reach_reference_final"] = need
-            res["label_fraction_of_reference"] = (
-                None if need is None else need / ref["labels_total"])
-            acquired = None if need is None else need - res["labels_initial"]
-            res["acquired_fraction_of_reference"] = (
-                None if acquired is None or ref["labels_acquired"] == 0
-                else max(acquired, 0.0) / ref["labels_acquired"])
-            # the same count where the reaction happens: the path subset of the test set
-            path_target = out["reference_final_path_force_mae_ev_per_a"]
-            res["labels_to_reach_reference_final_path"] = (
-                labels_to_reach(curve, path_target, "path_force_mae_ev_per_a")
-                if path_target is not None and "path_force_mae_ev_per_a" in curve else None)
-        if "neb_barrier_error_kcal_mol" in curve:  # systems with a reaction path only
-            curve = curve.dropna(subset=["neb_barrier_error_kcal_mol"])
-            curve["abs_barrier_error"] = curve["neb_barrier_error_kcal_mol"].abs()
-            res["labels_to_barrier_within_1_kcal_mol"] = (
-                labels_to_reach(curve, 1.0, "abs_barrier_error") if len(curve) else None)
-    report_dir = project / "data/08_reporting"
+        if ramachandran:
+            explored[method] = frames
+    shared = campaign_catalog(project, root, None, env)
+    ref_stats = (shared.load("reference_path_stats")
+                 if shared.exists("reference_path_stats") else None)
+    out = compare(system, results, timing, ref_stats, reference_method)
+    report_dir = project / REPORT_DIR
     report_dir.mkdir(parents=True, exist_ok=True)
     path = report_dir / f"benchmark_{system}.json"
-    path.write_text(json.dumps(out, indent=1, default=_jsonable))
+    path.write_text(json.dumps(out, indent=1, default=jsonable))
     (report_dir / f"benchmark_{system}.md").write_text(markdown_summary(out))
-    _plots(system, project, root, results, report_dir)
+    _plots(system, results, explored, report_dir)
     log.info("wrote %s", path)
     return out
 
 
-def markdown_summary(out: dict[str, Any]) -> str:
-    """A short markdown table of a comparison (final iteration of every method)."""
-
-    def num(v: Any, fmt: str) -> str:
-        return "–" if v is None else format(v, fmt)
-
-    lines = [f"# Query methods on {out['system']}", "",
-             "| method | labels | force MAE (eV/Å) | path force MAE | NEB barrier error "
-             "(kcal/mol) | Spearman (force) | labels to reach random's final MAE (all / "
-             "path) | labels to barrier within 1 kcal/mol | MD stability (steps) | "
-             "Ramachandran coverage | wall time (min) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for method, res in out["methods"].items():
-        f = res["final"]
-        wall = res.get("wall_time_s")
-        lines.append(
-            f"| {method} | {res['labels_total']} | {num(f.get('force_mae_ev_per_a'), '.3f')} | "
-            f"{num(f.get('path_force_mae_ev_per_a'), '.3f')} | "
-            f"{num(f.get('neb_barrier_error_kcal_mol'), '+.2f')} | "
-            f"{num(f.get('force_spearman'), '.2f')} | "
-            f"{num(res.get('labels_to_reach_reference_final'), '.1f')} / "
-            f"{num(res.get('labels_to_reach_reference_final_path'), '.1f')} | "
-            f"{num(res.get('labels_to_barrier_within_1_kcal_mol'), '.1f')} | "
-            f"{num(f.get('md_stability_median_steps'), '.0f')} | "
-            f"{num(res.get('ramachandran_coverage'), '.3f')} | "
-            f"{num(None if wall is None else wall / 60, '.1f')} |")
-    ref = out.get("reference_path")
-    if ref and "barrier_kcal_mol" in ref:
-        lines += ["", f"QM climbing-image NEB reference: barrier "
-                      f"{ref['barrier_kcal_mol']:.2f} kcal/mol, converged {ref['converged']} "
-                      f"in {ref['steps']} steps."]
-    unfinished = [m for m, r in out["methods"].items() if not r.get("complete", True)]
-    if unfinished:
-        lines += ["", f"Stopped before the last iteration (their last evaluated iteration is "
-                      f"shown): {', '.join(unfinished)}."]
-    lines += ["", f"{out.get('parallel_campaigns', 1)} campaign(s) ran at the same time."]
-    return "\n".join(lines) + "\n"
-
-
-def _jsonable(v: Any) -> Any:
-    if isinstance(v, np.generic):
-        return v.item()
-    raise TypeError(f"not JSON serialisable: {type(v)}")
-
-
-def _plots(system: str, project: Path, root: Path, results: dict[str, Any],
+def _plots(system: str, results: dict[str, Any], explored: dict[str, list],
            report_dir: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
+    """Learning curves of every method and, if ``explored`` is given, Ramachandran maps."""
     import matplotlib.pyplot as plt
 
-    panels = [("force_mae_ev_per_a", "test force MAE (eV/Å)"),
-              ("path_force_mae_ev_per_a", "path force MAE (eV/Å)"),
-              ("neb_barrier_error_kcal_mol", "NEB barrier error (kcal/mol)")]
-    panels = [p for p in panels if any(p[0] in r["curve"] for r in results.values())]
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
-    for ax, (col, label) in zip(axes[0], panels, strict=True):
-        for method, res in results.items():
-            if col in res["curve"]:
-                ax.plot(res["curve"]["n_labels"], res["curve"][col], marker="o", label=method)
-        if col.startswith("neb"):
+    from reactive_al.evaluation import plots  # selects the Agg backend before any figure
+
+    panels = learning_curve_panels(results)
+    fig = plots.learning_curves(panels)
+    for ax, label in zip(fig.axes, panels, strict=False):
+        if label.startswith("NEB"):
             ax.axhline(0.0, color="k", lw=0.8)
-        ax.set_xlabel("QM labels")
-        ax.set_ylabel(label)
-    axes[0][0].legend(fontsize=8)
     fig.suptitle(f"{system}: query methods at equal label budget")
     fig.tight_layout()
     fig.savefig(report_dir / f"benchmark_{system}_learning_curves.png", dpi=120)
     plt.close(fig)
-    if system.startswith("alanine"):
-        from reactive_al import plots
-
-        maps = {m: _phi_psi(_explored_frames(project / root / m)) for m in results}
-        maps = {m: a for m, a in maps.items() if len(a)}
-        if maps:
-            fig = plots.ramachandran_coverage(maps)
-            fig.savefig(report_dir / f"benchmark_{system}_ramachandran.png", dpi=120)
-            plt.close(fig)
+    maps = {m: phi_psi(frames) for m, frames in explored.items()}
+    maps = {m: a for m, a in maps.items() if len(a)}
+    if maps:
+        fig = plots.ramachandran_coverage(maps)
+        fig.savefig(report_dir / f"benchmark_{system}_ramachandran.png", dpi=120)
+        plt.close(fig)
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Command line: ``python -m reactive_al.benchmark --system <name> [--methods a,b]``."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None, prog: str | None = None) -> None:
+    """Command line: ``reactive-al benchmark --system <name> [--methods a,b] [--parallel N]``.
+
+    ``prog`` names the command in ``--help`` (``reactive-al benchmark`` from the console
+    script, else ``python -m reactive_al.benchmark``).
+    """
+    parser = argparse.ArgumentParser(prog=prog or "python -m reactive_al.benchmark",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("--system", required=True, help="a system of parameters_systems.yml")
     parser.add_argument("--methods", default=None,
                         help="comma-separated subset of benchmark.methods (default: all)")

@@ -12,21 +12,27 @@ from reactive_al.systems import SystemDefinitionError, load_system
 
 log = logging.getLogger(__name__)
 
+#: Parameters of the current Kedro session (``--env`` and ``--params`` applied), set when its
+#: context is created, i.e. before the pipeline registry builds the pipelines.
+SESSION_PARAMETERS: dict | None = None
+
 
 class ReactiveALHooks:
     """Process-wide defaults and a pre-run check of the selected system."""
 
     @hook_impl
     def after_context_created(self, context) -> None:  # noqa: ANN001
-        """Set environment defaults once per Kedro session."""
+        """Set environment defaults once per Kedro session and keep its parameters."""
+        global SESSION_PARAMETERS
         os.environ.setdefault("TORCHANI_NO_WARN_EXTENSIONS", "1")
         os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "true")
         # the AL pipeline refers to namespaced datasets (iter_00.summary) on purpose
         warnings.filterwarnings("ignore", message="One or more dataset names contain '.'")
+        SESSION_PARAMETERS = dict(context.params)
 
     @hook_impl
     def before_pipeline_run(self, run_params, pipeline, catalog) -> None:  # noqa: ANN001
-        """Stop with a one-line message if the selected system definition is broken.
+        """Stop with a one-line message if the selected system (or thermal driver) is broken.
 
         Runs before any node, so a broken reaction never overwrites data already computed.
         """
@@ -35,7 +41,12 @@ class ReactiveALHooks:
         name = catalog.load("params:system")
         systems = catalog.load("params:systems")
         try:
-            load_system(name, systems)
+            rs = load_system(name, systems)
+            if "params:data_engineering" in pipeline.inputs():
+                from reactive_al.pipelines.data_engineering.nodes import thermal_driver
+
+                thermal = (catalog.load("params:data_engineering") or {}).get("thermal")
+                thermal_driver(thermal, rs.reactant.get_chemical_symbols())
         except SystemDefinitionError as exc:
             log.error("%s", exc)
             raise SystemExit(f"reactive_al: {exc}") from None

@@ -18,17 +18,16 @@ from reactive_al.pipelines import (
 
 
 def _n_iterations(default: int = 5) -> int:
-    """Campaign length from the active_learning parameters (base, then local overrides)."""
-    from kedro.config import OmegaConfigLoader
+    """Campaign length: the session's parameters (``--env``, ``--params``), else the files."""
+    from reactive_al import hooks
+    from reactive_al.settings import load_parameters
 
-    conf = Path.cwd() / "conf"
-    if not conf.is_dir():
-        return default
-    loader = OmegaConfigLoader(conf_source=str(conf), base_env="base", default_run_env="local")
-    try:
-        params = loader["parameters"]
-    except Exception:
-        return default
+    params = hooks.SESSION_PARAMETERS
+    if params is None:
+        try:
+            params = load_parameters(Path.cwd())
+        except Exception:  # no project configuration here (e.g. imported from elsewhere)
+            params = {}
     return int(params.get("active_learning", {}).get("n_iterations", default))
 
 

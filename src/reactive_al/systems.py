@@ -10,52 +10,30 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from ase import Atoms
 from ase.data import atomic_numbers, chemical_symbols
 
+if TYPE_CHECKING:
+    from reactive_al.oracles.base import Level
+
 #: Atoms closer than this (Å) make a geometry physically invalid.
 DEFAULT_MIN_DISTANCE = 0.5
 
 
+#: ``atoms.info`` keys that identify a structure's system; every derived structure keeps them.
+IDENTITY_KEYS = ("charge", "multiplicity", "system")
+
+
+def identity(atoms: Atoms) -> dict[str, Any]:
+    """The charge, multiplicity and system name of ``atoms.info`` (a new dict)."""
+    return {k: v for k, v in atoms.info.items() if k in IDENTITY_KEYS}
+
+
 class SystemDefinitionError(ValueError):
     """A reaction definition or geometry that cannot be used; the message is one line."""
-
-
-@dataclass(frozen=True)
-class LevelOfTheory:
-    """Quantum-chemistry settings that change a label's value."""
-
-    method: str = "b3lyp"
-    basis: str = "6-31+g*"
-    grid_level: int = 3
-    conv_tol: float = 1e-8
-    density_fit: bool = False
-    unrestricted: str = "auto"  # auto (open shells only) | always (broken symmetry) | never
-    program: str = "pyscf"  # pyscf | xtb (GFN-xTB through tblite; method gfn2-xtb)
-
-    @property
-    def name(self) -> str:
-        """Short name used in provenance and by TorchANI (``method-basis``)."""
-        if self.program == "xtb":
-            return self.method.lower()
-        return f"{self.method}-{self.basis}".lower()
-
-    def as_dict(self) -> dict[str, Any]:
-        """Plain-dict form (for caching keys, provenance and MLflow)."""
-        if self.program == "xtb":
-            return {"program": "xtb", "method": self.method.lower()}
-        return {
-            "program": "pyscf",
-            "method": self.method.lower(),
-            "basis": self.basis.lower(),
-            "grid_level": int(self.grid_level),
-            "conv_tol": float(self.conv_tol),
-            "density_fit": bool(self.density_fit),
-            "unrestricted": self.unrestricted,
-        }
 
 
 @dataclass(frozen=True)
@@ -66,7 +44,7 @@ class ReactionSystem:
     reactant: Atoms
     charge: int
     multiplicity: int
-    level: LevelOfTheory
+    level: Level  # the oracle's level object (``.program``, ``.name``, ``.as_dict()``)
     product: Atoms | None = None
     description: str = ""
     reactant_file: str = ""
@@ -209,19 +187,10 @@ def load_system(
                 "(same elements in the same order are required)"
             )
 
-    lot_spec = dict(spec.get("level_of_theory", {}))
-    unknown = set(lot_spec) - set(LevelOfTheory.__dataclass_fields__)
-    if unknown:
-        raise SystemDefinitionError(
-            f"{where_conf}.level_of_theory: unknown setting(s) {sorted(unknown)}"
-        )
-    level = LevelOfTheory(**lot_spec)
-    if level.program not in ("pyscf", "xtb"):
-        raise SystemDefinitionError(
-            f"{where_conf}.level_of_theory: unknown program '{level.program}' (pyscf or xtb)"
-        )
-    if level.program == "pyscf":
-        _check_basis(level.basis, sorted(set(reactant.get_chemical_symbols())), where_conf)
+    from reactive_al.oracles import parse_level  # the registry (no QM import until a call)
+
+    level = parse_level(dict(spec.get("level_of_theory") or {}), f"{where_conf}.level_of_theory",
+                        reactant.get_chemical_symbols())
     known_keys = {"reactant", "product", "charge", "multiplicity", "level_of_theory", "description"}
     return ReactionSystem(
         name=name,
@@ -235,15 +204,3 @@ def load_system(
         product_file=product_path,
         extra={k: v for k, v in spec.items() if k not in known_keys},
     )
-
-
-def _check_basis(basis: str, symbols: list[str], where: str) -> None:
-    from pyscf.gto import basis as pyscf_basis
-
-    for sym in symbols:
-        try:
-            pyscf_basis.load(basis, sym)
-        except Exception as exc:
-            raise SystemDefinitionError(
-                f"{where}.level_of_theory: basis '{basis}' has no functions for {sym}"
-            ) from exc

@@ -1,25 +1,45 @@
-"""QM oracles (PySCF, GFN-xTB) behind one call, the label cache, and batch labeling."""
+"""QM oracles behind one call: the registry (base), PySCF (pyscf), GFN-xTB (xtb).
+
+Also here: the label cache (cache), batch labeling with Dask (labeling) and the QM reference
+data (reference). To add a QM program, write one module with a settings dataclass and an
+:class:`Oracle` subclass, call :func:`register_oracle` in it and import it below; its
+``program:`` name is then accepted in every ``level_of_theory``.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from ase import Atoms
 
-from reactive_al.oracles.pyscf_oracle import OracleError, pyscf_single_point
+from reactive_al.oracles import pyscf as _pyscf  # noqa: F401 - registers program "pyscf"
+from reactive_al.oracles import xtb as _xtb  # noqa: F401 - registers program "xtb"
+from reactive_al.oracles.base import (
+    FAILURE_CATEGORIES,
+    ORACLES,
+    Level,
+    Oracle,
+    OracleError,
+    get_oracle,
+    parse_level,
+    register_oracle,
+)
 
 
 def single_point(
-    atoms: Atoms, charge: int, multiplicity: int, program: str = "pyscf", **settings: Any
+    atoms: Atoms, charge: int, multiplicity: int, level: Level | Mapping[str, Any],
+    omp_threads: int | None = None, timeout_s: float | None = None,
 ) -> dict[str, Any]:
-    """Run one single point with ``program`` (``pyscf`` or ``xtb``); see the backends."""
-    if program == "pyscf":
-        return pyscf_single_point(atoms, charge, multiplicity, **settings)
-    if program == "xtb":
-        from reactive_al.oracles.xtb_oracle import xtb_single_point
+    """One single point at ``level`` (a level object or a ``level_of_theory`` mapping).
 
-        return xtb_single_point(atoms, charge, multiplicity, **settings)
-    raise OracleError("exception", f"unknown QM program '{program}'")
+    Returns ``energy`` (eV), ``forces`` (eV/Å) and ``provenance``; raises
+    :class:`OracleError` when the program gives no usable label (``timeout_s`` in s).
+    """
+    lvl = parse_level(level, "level of theory")
+    return get_oracle(lvl.program).single_point(atoms, charge, multiplicity, lvl,
+                                                omp_threads=omp_threads, timeout_s=timeout_s)
 
 
-__all__ = ["OracleError", "single_point"]
+__all__ = ["FAILURE_CATEGORIES", "ORACLES", "Level", "Oracle", "OracleError", "get_oracle",
+           "parse_level", "register_oracle", "single_point"]

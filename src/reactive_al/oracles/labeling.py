@@ -10,7 +10,7 @@ from __future__ import annotations
 import atexit
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +18,7 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 
-from reactive_al.oracles import OracleError, single_point
+from reactive_al.oracles import Level, OracleError, get_oracle, parse_level, single_point
 from reactive_al.oracles.cache import LabelCache, label_key
 from reactive_al.systems import DEFAULT_MIN_DISTANCE, SystemDefinitionError, check_structure
 
@@ -31,11 +31,14 @@ class FailureBudgetExceeded(RuntimeError):
 
 @dataclass
 class LabelingConfig:
-    """How to run the oracle: QM settings, parallelism, cache and failure budget."""
+    """How to run the oracle: QM settings, parallelism, cache and failure budget.
+
+    ``level`` is a level object or a ``level_of_theory`` mapping (parsed on construction).
+    """
 
     charge: int
     multiplicity: int
-    level: dict[str, Any]
+    level: Level | Mapping[str, Any]
     cache_path: str = "data/02_intermediate/label_cache.db"
     #: "local" (embedded LocalCluster), "synchronous" (in process), "slurm"
     #: (dask_jobqueue.SLURMCluster with ``slurm`` settings) or a scheduler address
@@ -48,13 +51,13 @@ class LabelingConfig:
     progress: bool = True
     slurm: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        self.level = parse_level(self.level, "labeling: level of theory")
+
     def settings(self) -> dict[str, Any]:
         """Every setting that changes a label's value (part of the cache key)."""
-        from importlib.metadata import version
-
-        program = self.level.get("program", "pyscf")
-        dist = {"pyscf": "pyscf", "xtb": "tblite"}.get(program, program)
-        return {**self.level, "program": program, "program_version": version(dist)}
+        return {**self.level.as_dict(),
+                "program_version": get_oracle(self.level.program).version()}
 
 
 def make_cluster(cfg: LabelingConfig, n_jobs: int):
@@ -92,11 +95,15 @@ def compute_label(
     numbers: list[int], positions: list[list[float]], charge: int, multiplicity: int,
     level: dict[str, Any], omp_threads: int, timeout_s: float | None = None,
 ) -> dict[str, Any]:
-    """Run one QM single point; return a label record or a failure record (never raises)."""
+    """Run one QM single point; return a label record or a failure record (never raises).
+
+    ``level`` is the plain-dict form of the level of theory (what a Dask worker receives);
+    positions in Å, ``timeout_s`` in s.
+    """
     atoms = Atoms(numbers=numbers, positions=positions, pbc=False)
     try:
-        out = single_point(atoms, charge, multiplicity, omp_threads=omp_threads,
-                           timeout_s=timeout_s, **level)
+        out = single_point(atoms, charge, multiplicity, level, omp_threads=omp_threads,
+                           timeout_s=timeout_s)
     except OracleError as exc:
         return {"status": "failed", "category": exc.category, "message": exc.message}
     except Exception as exc:  # a label failure must never kill the campaign
@@ -116,9 +123,10 @@ def _attach(atoms: Atoms, record: dict[str, Any], key: str) -> Atoms:
 
 def _run_parallel(jobs: dict[str, Atoms], cfg: LabelingConfig):
     """Compute missing labels, yielding (key, record) as each finishes."""
+    level = cfg.level.as_dict()  # plain and picklable for the workers
     args = {
         k: (a.get_atomic_numbers().tolist(), a.get_positions().tolist(),
-            cfg.charge, cfg.multiplicity, cfg.level, cfg.omp_threads, cfg.timeout_s)
+            cfg.charge, cfg.multiplicity, level, cfg.omp_threads, cfg.timeout_s)
         for k, a in jobs.items()
     }
     if cfg.scheduler == "synchronous" or (cfg.scheduler == "local" and
@@ -140,9 +148,9 @@ def _run_parallel(jobs: dict[str, Atoms], cfg: LabelingConfig):
 _CLIENTS: dict[tuple, Any] = {}
 
 
-def _warm_worker() -> bool:
-    import pyscf  # noqa: F401 - the first label on a worker should not pay the import
-
+def _warm_worker(program: str) -> bool:
+    """Import the program on a worker: the first label there should not pay for it."""
+    get_oracle(program).warm()
     return True
 
 
@@ -163,7 +171,7 @@ def dask_client(cfg: LabelingConfig):
     cluster = make_cluster(cfg, cfg.n_workers)
     client = Client(cluster) if cluster is not None else Client(cfg.scheduler)
     if cluster is not None and cfg.scheduler == "local":
-        client.run(_warm_worker)
+        client.run(_warm_worker, cfg.level.program)
     _CLIENTS[key] = client
     return client
 
@@ -226,7 +234,7 @@ def label_structures(
     n_hits = len(records)
     if jobs:
         log.info("labeling %d structures (%d cache hits) with %s on %s",
-                 len(jobs), n_hits, cfg.level, cfg.scheduler)
+                 len(jobs), n_hits, cfg.level.as_dict(), cfg.scheduler)
         bar = tqdm(total=len(jobs), desc="QM labels", disable=not cfg.progress, leave=False)
         for key, record in _run_parallel(jobs, cfg):
             cache.put(key, jobs[key], record)

@@ -4,39 +4,34 @@ from __future__ import annotations
 
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import pandas as pd
 from ase import Atoms
+from matplotlib.figure import Figure
 
-from reactive_al.evaluation import evaluation_figures
+from reactive_al.evaluation import forgetting_ratio
+from reactive_al.evaluation.plots import evaluation_figures, learning_curves
+from reactive_al.evaluation.report import markdown_report
 from reactive_al.models import Committee
-from reactive_al.report import markdown_report
-from reactive_al.science_metrics import forgetting_ratio
 from reactive_al.tracking import log_iteration_run
 
 
 def summarize_iteration(
     metrics: dict[str, Any],
+    evaluation_products: dict[str, Any],
     committee: Committee,
     labeled_set: list[Atoms],
-    test_set: list[Atoms],
-    reference_path: list[Atoms] | None = None,
     exploration_stats: dict[str, Any] | None = None,
     selection_stats: dict[str, Any] | None = None,
     selected: list[Atoms] | None = None,
     label_failures: list[dict[str, Any]] | None = None,
-    evaluation_params: dict[str, Any] | None = None,
     *,
     iteration: int,
-) -> tuple[dict[str, Any], dict[str, plt.Figure]]:
+) -> tuple[dict[str, Any], dict[str, Figure]]:
     """One iteration's record and figures, also logged to a nested MLflow run.
 
     The record holds labels used, test errors, calibration and uncertainty statistics; the
-    figures are the parity plots, the path energy profile and the calibration plots (of the
-    uncertainties ``evaluation_params`` has the evaluation score).
+    figures (parity plots, path energy profile, calibration plots) are drawn from the
+    ``evaluation_products`` of the evaluate node.
     """
     summary: dict[str, Any] = {
         "iteration": iteration,
@@ -69,15 +64,14 @@ def summarize_iteration(
     if exploration_stats is not None:
         params["biased_md"] = exploration_stats.get("biased", False)
         params["bias_tau"] = exploration_stats.get("bias_tau")
-    gf = ((evaluation_params or {}).get("calibration") or {}).get("gradient_features")
-    figures = evaluation_figures(committee, test_set, labeled_set, reference_path, gf)
+    figures = evaluation_figures(evaluation_products)
     summary["mlflow_run_id"] = log_iteration_run(
         iteration, {k: v for k, v in summary.items() if k != "iteration"}, params, committee,
         selected, figures)
     return summary, figures
 
 
-def learning_curve(*summaries: dict[str, Any]) -> tuple[pd.DataFrame, plt.Figure]:
+def learning_curve(*summaries: dict[str, Any]) -> tuple[pd.DataFrame, Figure]:
     """Per-iteration table and a plot of test force MAE vs number of labels."""
     table = pd.DataFrame(list(summaries)).sort_values("iteration").reset_index(drop=True)
     wells = [c for c in ("test/reactant/force_mae_ev_per_a", "test/product/force_mae_ev_per_a")
@@ -85,24 +79,18 @@ def learning_curve(*summaries: dict[str, Any]) -> tuple[pd.DataFrame, plt.Figure
     if wells:
         # error on the initial domain (the wells) relative to the first iteration
         table["test/wells_forgetting_ratio"] = forgetting_ratio(table[wells].mean(axis=1))
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
-    for col, label in (("test/force_mae_ev_per_a", "all"),
-                       ("test/path/force_mae_ev_per_a", "path"),
-                       ("test/reactant/force_mae_ev_per_a", "reactant well"),
-                       ("test/product/force_mae_ev_per_a", "product well")):
-        if col in table:
-            axes[0].plot(table["n_labels"], table[col], marker="o", label=label)
-    axes[0].set_xlabel("QM labels")
-    axes[0].set_ylabel("test force MAE (eV/Å)")
-    axes[0].legend(fontsize=8)
-    for col, label in (("test/energy_mae_mev_per_atom", "all"),
-                       ("test/path/energy_mae_mev_per_atom", "path")):
-        if col in table:
-            axes[1].plot(table["n_labels"], table[col], marker="o", label=label)
-    axes[1].set_xlabel("QM labels")
-    axes[1].set_ylabel("test energy MAE (meV/atom)")
-    axes[1].legend(fontsize=8)
-    fig.tight_layout()
+    panels = {
+        "test force MAE (eV/Å)": {
+            label: (table["n_labels"], table[col]) for col, label in (
+                ("test/force_mae_ev_per_a", "all"), ("test/path/force_mae_ev_per_a", "path"),
+                ("test/reactant/force_mae_ev_per_a", "reactant well"),
+                ("test/product/force_mae_ev_per_a", "product well")) if col in table},
+        "test energy MAE (meV/atom)": {
+            label: (table["n_labels"], table[col]) for col, label in (
+                ("test/energy_mae_mev_per_atom", "all"),
+                ("test/path/energy_mae_mev_per_atom", "path")) if col in table},
+    }
+    fig = learning_curves(panels)
     return table, fig
 
 

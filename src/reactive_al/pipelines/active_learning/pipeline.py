@@ -37,10 +37,9 @@ def iteration_template(iteration: int, acquire: bool) -> Pipeline:
     pipe = training_pipeline(previous_committee=iteration > 0) + evaluation_pipeline()
     if not acquire:
         return pipe + Pipeline([
-            node(_at(iteration), {"metrics": "metrics", "committee": "committee",
-                                  "labeled_set": "labeled_set", "test_set": "test_set",
-                                  "reference_path": "reference_path",
-                                  "evaluation_params": "params:evaluation"},
+            node(_at(iteration), {"metrics": "metrics",
+                                  "evaluation_products": "evaluation_products",
+                                  "committee": "committee", "labeled_set": "labeled_set"},
                  ["summary", "figures"], name="summarize_iteration"),
         ])
     return pipe + selection_pipeline() + Pipeline([
@@ -49,9 +48,8 @@ def iteration_template(iteration: int, acquire: bool) -> Pipeline:
         node(merge_labeled, ["labeled_set", "new_labels"], "next_labeled_set",
              name="merge_labeled"),
         node(_at(iteration),
-             ["metrics", "committee", "labeled_set", "test_set", "reference_path",
-              "exploration_stats",
-              "selection_stats", "selected", "label_failures", "params:evaluation"],
+             ["metrics", "evaluation_products", "committee", "labeled_set",
+              "exploration_stats", "selection_stats", "selected", "label_failures"],
              ["summary", "figures"], name="summarize_iteration"),
     ])
 

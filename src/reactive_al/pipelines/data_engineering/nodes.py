@@ -7,11 +7,14 @@ from typing import Any
 import numpy as np
 from ase import Atoms
 
+from reactive_al.evaluation.barriers import EV_TO_KCAL_MOL
+from reactive_al.exploration.structures import idpp_path, path_perturbations, structure_set
+from reactive_al.oracles import parse_level
 from reactive_al.oracles.labeling import LabelingConfig
-from reactive_al.reference import qm_neb_path, thermal_frames, xtb_calculator_factory
-from reactive_al.sampling import idpp_path, path_perturbations, structure_set
-from reactive_al.science_metrics import EV_TO_KCAL_MOL
+from reactive_al.oracles.reference import driver_factory, qm_neb_path, thermal_frames
 from reactive_al.systems import load_system
+
+THERMAL_DRIVER = "conf/base/parameters_data_engineering.yml: data_engineering.thermal.driver"
 
 
 def reference_path(
@@ -24,11 +27,12 @@ def reference_path(
     no path: the result is empty.
     """
     rs = load_system(system, systems)
+    thermal_driver(params.get("thermal"), rs.reactant.get_chemical_symbols())  # fail before QM
     if rs.product is None:
         return [], {"skipped": "the system has no product"}
     ref = params["reference_path"]
-    cfg = LabelingConfig(charge=rs.charge, multiplicity=rs.multiplicity,
-                         level=rs.level.as_dict(), **labeling)
+    cfg = LabelingConfig(charge=rs.charge, multiplicity=rs.multiplicity, level=rs.level,
+                         **labeling)
     path, stats = qm_neb_path(rs.reactant, rs.product, cfg, n_images=int(ref["n_images"]),
                               fmax=float(ref["fmax"]), steps=int(ref["steps"]),
                               prerelax=ref.get("prerelax"))
@@ -77,12 +81,24 @@ def build_structure_sets(
     return initial, test, seeds
 
 
-def _thermal_test_frames(rs, thermal: dict[str, Any] | None, rng: np.random.Generator):
+def thermal_driver(thermal: dict[str, Any] | None, symbols: list[str]):
+    """The level of theory of the thermal-MD driver, or None when no thermal frames are made.
+
+    ``thermal.driver`` is a registered program name (``xtb``, its default level) or a level
+    mapping with ``program:``. Raises ``SystemDefinitionError`` (one line) for an unknown one.
+    """
     if not thermal or not thermal.get("n_per_well"):
+        return None
+    driver = thermal.get("driver", "xtb")
+    spec = {"program": driver} if isinstance(driver, str) else dict(driver)
+    return parse_level(spec, THERMAL_DRIVER, symbols)
+
+
+def _thermal_test_frames(rs, thermal: dict[str, Any] | None, rng: np.random.Generator):
+    """Thermal test frames of Langevin MD in the wells on the ``thermal.driver`` oracle."""
+    level = thermal_driver(thermal, rs.reactant.get_chemical_symbols())
+    if level is None:
         return []
-    if thermal.get("driver", "xtb") != "xtb":
-        raise ValueError(f"parameters_data_engineering.yml: thermal.driver "
-                         f"'{thermal['driver']}' is not supported (xtb)")
     wells = [rs.reactant] + ([rs.product] if rs.product is not None else [])
     for w, name in zip(wells, ("reactant", "product"), strict=False):
         w.info["subset"] = name
@@ -92,7 +108,7 @@ def _thermal_test_frames(rs, thermal: dict[str, Any] | None, rng: np.random.Gene
     if hot:
         temps.append(float(hot))
         names[float(hot)] = f"hot_{int(hot)}K"
-    return thermal_frames(wells, xtb_calculator_factory(rs.charge, rs.multiplicity), temps,
+    return thermal_frames(wells, driver_factory(rs.charge, rs.multiplicity, level), temps,
                           int(thermal["n_per_well"]), rng,
                           n_steps=int(thermal.get("n_steps", 600)),
                           timestep_fs=float(thermal.get("timestep_fs", 0.5)),

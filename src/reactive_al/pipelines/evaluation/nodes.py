@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 from ase import Atoms
 
 from reactive_al.evaluation import (
     calibration_metrics,
     evaluate_committee,
+    evaluation_estimator,
     md_stability_metrics,
     neb_barrier_metrics,
     path_profile,
@@ -19,21 +21,28 @@ from reactive_al.models import Committee
 def evaluate(
     committee: Committee, test_set: list[Atoms], labeled_set: list[Atoms],
     reference_path: list[Atoms], params: dict[str, Any] | None = None,
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """Test-set errors (overall, per subset), calibration, barrier errors and MD stability.
 
     ``labeled_set`` is the committee's training set: its validation split calibrates the
-    uncertainties whose quality is measured here. ``reference_path`` is the QM climbing-image
-    NEB: the committee's own climbing-image NEB between the same end points is compared with
-    it (``neb/*``), and the committee is evaluated on its images (``path/qm_path_*``).
-    ``params`` (``evaluation`` parameters) sets the model NEB, the MD-stability walkers and
-    whether the gradient-feature uncertainty is scored next to the committee spread.
+    uncertainties whose quality is measured here (one estimator, fitted once). The QM
+    ``reference_path`` (climbing-image NEB) is compared with the committee's own NEB between
+    the same end points (``neb/*``) and the committee is evaluated on its images
+    (``path/qm_path_*``). ``params`` (``evaluation`` parameters) sets the model NEB, the
+    MD-stability walkers and whether the gradient-feature uncertainty is scored too.
+
+    Returns (metrics, products): products are what the figures are drawn from — per-atom
+    energies (eV/atom) and forces (eV/Å), reference vs prediction, the path profile and the
+    calibration curves.
     """
     params = params or {}
     pred = committee.predict(test_set)
     metrics = evaluate_committee(committee, test_set, pred)
     gf = (params.get("calibration") or {}).get("gradient_features")
-    metrics.update(calibration_metrics(committee, test_set, labeled_set, pred, gf)[0])
+    estimator = evaluation_estimator(committee, labeled_set, gf)
+    calibration, curves = calibration_metrics(committee, test_set, labeled_set, pred,
+                                              estimator=estimator)
+    metrics.update(calibration)
     profile = path_profile(committee, reference_path)
     if profile is not None:
         metrics.update(profile["metrics"])
@@ -44,4 +53,13 @@ def evaluate(
     stability = params.get("md_stability", {})
     if stability.get("n_walkers"):
         metrics.update(md_stability_metrics(committee, labeled_set, stability))
-    return metrics
+    n = np.array([len(a) for a in test_set])
+    products = {
+        "energy_ref": np.array([a.get_potential_energy() for a in test_set]) / n,
+        "energy_pred": np.asarray(pred["energy"]) / n,
+        "forces_ref": [a.get_forces() for a in test_set],
+        "forces_pred": list(pred["forces"]),
+        "profile": profile,
+        "calibration_curves": curves,
+    }
+    return metrics, products

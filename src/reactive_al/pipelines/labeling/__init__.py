@@ -1,4 +1,4 @@
-"""QM labels (PySCF) for structure pools, cached and in parallel."""
+"""QM labels (the system's oracle) for structure pools, cached and in parallel."""
 
 from reactive_al.pipelines.labeling.pipeline import create_pipeline
 

@@ -15,8 +15,8 @@ def label_frames(
 ) -> tuple[list[Atoms], list[dict[str, Any]]]:
     """Label ``frames`` at the system's level of theory; return (labeled, failure records)."""
     rs = load_system(system, systems)
-    cfg = LabelingConfig(charge=rs.charge, multiplicity=rs.multiplicity,
-                         level=rs.level.as_dict(), **labeling)
+    cfg = LabelingConfig(charge=rs.charge, multiplicity=rs.multiplicity, level=rs.level,
+                         **labeling)
     return label_structures(frames, cfg)
 
 

@@ -1,4 +1,4 @@
-"""Nodes of the ``selection`` pipeline."""
+"""Nodes of the ``selection`` pipeline: fit the estimator once, explore, select."""
 
 from __future__ import annotations
 
@@ -7,77 +7,35 @@ from typing import Any
 import numpy as np
 from ase import Atoms
 
-from reactive_al.exploration import WalkerConfig, explore, model_normal_mode_samples, neb_candidates
+from reactive_al import exploration
 from reactive_al.models import Committee
-from reactive_al.selection import query
-from reactive_al.uncertainty import CRITERIA, UncertaintyConfig, UncertaintyEstimator
+from reactive_al.selection import build_estimator, query
+from reactive_al.uncertainty import CRITERIA, UncertaintyEstimator
 
 
-def _estimator(committee: Committee, labeled_set: list[Atoms], selection: dict[str, Any],
-               need_features: bool) -> UncertaintyEstimator:
-    cfg = UncertaintyConfig(**{**selection.get("uncertainty", {}),
-                               "criterion": selection["criterion"]})
-    return UncertaintyEstimator(committee, labeled_set, cfg, need_features=need_features)
+def fit_estimator(committee: Committee, labeled_set: list[Atoms],
+                  selection: dict[str, Any]) -> UncertaintyEstimator:
+    """The iteration's calibrated uncertainty estimator, shared by exploration and selection."""
+    return build_estimator(committee, labeled_set, selection)
 
 
 def explore_candidates(
-    committee: Committee, md_seeds: list[Atoms], labeled_set: list[Atoms],
+    committee: Committee, md_seeds: list[Atoms], estimator: UncertaintyEstimator,
     selection: dict[str, Any],
 ) -> tuple[list[Atoms], dict[str, Any]]:
-    """Candidates from committee-driven walkers (optionally uncertainty-biased).
-
-    Also, as configured, from an NEB on the committee and from the committee's normal modes.
-    """
-    walkers = dict(selection["walkers"])
-    bias = walkers.pop("bias", {}) or {}
-    walkers["temperatures_K"] = tuple(walkers["temperatures_K"])
-    rng = np.random.default_rng(selection["seed"])
-    cfg = WalkerConfig(**walkers)
-    force_scale = 1.0
-    if bias.get("enabled") or cfg.max_atomic_uncertainty is not None:
-        est = _estimator(committee, labeled_set, selection, need_features=bias.get("enabled"))
-        force_scale = est.force_cal.scale
-    if bias.get("enabled"):
-        from reactive_al.bias import UncertaintyBiasedCalculator
-
-        calc = UncertaintyBiasedCalculator(
-            committee, est.gf, tau=bias["tau"], element_weights=bias.get("element_weights"),
-            window=bias.get("window", 100), energy_scale=est.energy_cal.scale,
-            force_scale=force_scale)
-    else:
-        calc = committee.calculator(force_scale=force_scale)
-    candidates, stats = explore(md_seeds, calc, cfg, rng)
-    stats["biased"] = bool(bias.get("enabled"))
-    if bias.get("enabled"):
-        stats["bias_tau"] = float(bias["tau"])
-    samplers = selection.get("samplers", {}) or {}
-    neb = samplers.get("neb", {}) or {}
-    wells = [s for s in md_seeds if s.info.get("subset") in ("reactant", "product")]
-    if neb.get("enabled") and len(wells) == 2:
-        frames, neb_stats = neb_candidates(
-            wells[0], wells[1], committee.calculator, n_images=neb.get("n_images", 7),
-            fmax=neb.get("fmax", 0.1), steps=neb.get("steps", 200))
-        candidates += frames
-        neb_stats.pop("neb_energies_ev", None)
-        stats.update(neb_stats)
-    nm = samplers.get("normal_modes", {}) or {}
-    if nm.get("enabled"):
-        frames = model_normal_mode_samples(wells, committee.calculator(), nm["n_per_minimum"],
-                                           nm["temperature_K"], rng)
-        candidates += frames
-        stats["n_normal_mode_candidates"] = len(frames)
-    stats["n_candidates"] = len(candidates)
-    return candidates, stats
+    """Candidates from committee-driven walkers (optionally uncertainty-biased) and samplers."""
+    return exploration.explore_candidates(committee, md_seeds, selection, estimator)
 
 
 def select_batch(
     committee: Committee, candidates: list[Atoms], labeled_set: list[Atoms],
-    selection: dict[str, Any],
+    estimator: UncertaintyEstimator, selection: dict[str, Any],
 ) -> tuple[list[Atoms], dict[str, Any]]:
     """Score candidates by calibrated uncertainty and choose a batch by the strategy."""
     strategy = selection.get("strategy", "top_k")
     chosen, scores, ranking, est = query(committee, candidates, labeled_set, selection,
-                                         np.random.default_rng(selection["seed"]))
+                                         np.random.default_rng(selection["seed"]),
+                                         estimator=estimator)
     selected = []
     for i in chosen:
         a = candidates[i].copy()

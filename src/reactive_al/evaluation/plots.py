@@ -7,6 +7,7 @@ be saved by Kedro's matplotlib dataset or logged to MLflow on a headless machine
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import matplotlib
 
@@ -15,7 +16,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
-from reactive_al.science_metrics import quadtree_coverage
+from reactive_al.evaluation.ramachandran import quadtree_coverage
 
 _DEFAULT_UNITS = {"energy": "eV", "force": "eV/Å"}
 
@@ -62,21 +63,26 @@ def parity_plot(
 
 
 def learning_curves(
-    curves: Mapping[str, tuple[Sequence[float], Sequence[float]]], log_y: bool = False,
+    panels: Mapping[str, Mapping[str, tuple[Sequence[float], Sequence[float]]]],
+    log_y: bool = False,
 ) -> Figure:
-    """Test force MAE vs QM labels for every strategy (active learning and baselines) on one axes.
+    """Test errors vs QM labels: one axes per panel, one line per curve (the one such plot).
 
-    ``curves`` maps a strategy name to ``(n_labels, force_mae_ev_per_a)``.
+    ``panels`` maps a y-axis label (e.g. ``"test force MAE (eV/Å)"``) to curves, each a name
+    (a strategy, or a test subset) → ``(n_labels, error)``. Used by the campaign's learning
+    curve and by the comparison of query methods.
     """
-    fig, ax = plt.subplots(figsize=(5.0, 3.6))
-    for name, (n_labels, mae) in curves.items():
-        ax.plot(np.asarray(n_labels), np.asarray(mae), marker="o", label=name)
-    ax.set_xlabel("QM labels")
-    ax.set_ylabel("test force MAE (eV/Å)")
-    if log_y:
-        ax.set_yscale("log")
-    if curves:
-        ax.legend(fontsize=8)
+    n = max(1, len(panels))
+    fig, axes = plt.subplots(1, n, figsize=(4.5 * n, 3.6), squeeze=False)
+    for ax, (ylabel, curves) in zip(axes[0], panels.items(), strict=False):
+        for name, (n_labels, err) in curves.items():
+            ax.plot(np.asarray(n_labels), np.asarray(err), marker="o", label=name)
+        ax.set_xlabel("QM labels")
+        ax.set_ylabel(ylabel)
+        if log_y:
+            ax.set_yscale("log")
+        if curves:
+            ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
 
@@ -166,3 +172,27 @@ def ramachandran_coverage(
         ax.set_aspect("equal")
     fig.tight_layout()
     return fig
+
+
+def evaluation_figures(products: Mapping[str, Any]) -> dict[str, Figure]:
+    """Parity plots, the QM-path energy profile and calibration plots (PNG name → Figure).
+
+    ``products`` are what the evaluate node computed (nothing is recomputed here):
+    ``energy_ref``/``energy_pred`` (eV/atom), ``forces_ref``/``forces_pred`` (eV/Å, per
+    frame), ``profile`` (see :func:`~reactive_al.evaluation.barriers.path_profile`, or None)
+    and ``calibration_curves`` (name → (expected, observed)).
+    """
+    figs = {
+        "parity_energy.png": parity_plot(products["energy_ref"], products["energy_pred"],
+                                         "energy", "eV/atom"),
+        "parity_forces.png": parity_plot(products["forces_ref"], products["forces_pred"],
+                                         "force"),
+    }
+    prof = products.get("profile")
+    if prof is not None:
+        figs["path_profile.png"] = energy_profile(
+            prof["coord"], prof["e_ref"], prof["e_model"], prof["sigma"],
+            coord_label="QM NEB path coordinate")
+    for name, (expected, observed) in (products.get("calibration_curves") or {}).items():
+        figs[f"calibration_{name}.png"] = calibration_plot(expected, observed, label=name)
+    return figs

@@ -1,4 +1,4 @@
-"""Exploration with the current model: Langevin MD walkers that produce candidate structures."""
+"""Molecular dynamics with the current model: the one Langevin set-up, and walkers on it."""
 
 from __future__ import annotations
 
@@ -13,7 +13,28 @@ from ase.calculators.calculator import Calculator
 from ase.md.langevin import Langevin
 from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
 
+from reactive_al.systems import identity
+
 log = logging.getLogger(__name__)
+
+
+def start_langevin(
+    atoms: Atoms, temperature_K: float, timestep_fs: float, friction_per_fs: float,
+    rng: np.random.Generator, independent_dynamics_rng: bool = False,
+) -> Langevin:
+    """Maxwell–Boltzmann velocities at ``temperature_K`` (no net momentum) and a Langevin NVT.
+
+    ``atoms`` must carry its calculator. ``fixcm=False``: with ASE's default centre-of-mass fix
+    a small molecule runs far hotter than the target (measured: 300 K aimed, ~790 K held).
+    The thermostat's noise comes from ``rng``, or with ``independent_dynamics_rng`` from a
+    generator seeded by one draw of ``rng`` after the velocities. Timestep in fs, friction in
+    1/fs.
+    """
+    MaxwellBoltzmannDistribution(atoms, temperature_K=temperature_K, rng=rng)
+    Stationary(atoms)
+    noise = np.random.default_rng(rng.integers(2**32)) if independent_dynamics_rng else rng
+    return Langevin(atoms, timestep=timestep_fs * units.fs, temperature_K=temperature_K,
+                    friction=friction_per_fs / units.fs, fixcm=False, rng=noise)
 
 
 @dataclass
@@ -47,18 +68,11 @@ def run_walker(
     start: Atoms, calc: Calculator, temperature_K: float, cfg: WalkerConfig,
     rng: np.random.Generator, walker_id: str,
 ) -> tuple[list[Atoms], str, int]:
-    """Run one Langevin walker; return (sampled frames, stop reason, steps run).
-
-    ``fixcm=False``: with ASE's default centre-of-mass fix, a small molecule runs far hotter
-    than the target temperature.
-    """
+    """Run one Langevin walker (:func:`start_langevin`); return (frames, stop reason, steps)."""
     atoms = start.copy()
     atoms.pbc = False
     atoms.calc = calc
-    MaxwellBoltzmannDistribution(atoms, temperature_K=temperature_K, rng=rng)
-    Stationary(atoms)
-    dyn = Langevin(atoms, timestep=cfg.timestep_fs * units.fs, temperature_K=temperature_K,
-                   friction=cfg.friction_per_fs / units.fs, fixcm=False, rng=rng)
+    dyn = start_langevin(atoms, temperature_K, cfg.timestep_fs, cfg.friction_per_fs, rng)
     frames: list[Atoms] = []
     reason, steps = "max_steps", 0
     for steps in range(1, cfg.n_steps + 1):
@@ -73,8 +87,7 @@ def run_walker(
                          and float(np.max(unc)) > cfg.max_atomic_uncertainty)
         if too_uncertain or steps % cfg.sample_every == 0:
             frame = Atoms(atoms.get_atomic_numbers(), atoms.get_positions(), pbc=False)
-            frame.info = {k: v for k, v in start.info.items()
-                          if k in ("charge", "multiplicity", "system")}
+            frame.info = identity(start)
             frame.info.update({
                 "origin": f"md/{start.info.get('origin', 'seed')}",
                 "walker": walker_id,
@@ -119,71 +132,3 @@ def explore(
     log.info("explored %d walkers -> %d candidates (%s)", stats["n_walkers"], len(candidates),
              dict(reasons))
     return candidates, stats
-
-
-def finite_difference_hessian(atoms: Atoms, calc: Calculator, delta: float = 0.005) -> np.ndarray:
-    """Cartesian Hessian (eV/Å²) by central differences of ``calc``'s forces."""
-    a = atoms.copy()
-    a.calc = calc
-    n = len(a)
-    hess = np.zeros((3 * n, 3 * n))
-    for k in range(3 * n):
-        i, c = divmod(k, 3)
-        f = []
-        for sign in (1, -1):
-            a.positions[i, c] += sign * delta
-            f.append(a.get_forces().ravel())
-            a.positions[i, c] -= sign * delta
-        hess[k] = -(f[0] - f[1]) / (2 * delta)
-    return hess
-
-
-def model_normal_mode_samples(
-    minima: list[Atoms], calc: Calculator, n_per_minimum: int, temperature_K: float,
-    rng: np.random.Generator,
-) -> list[Atoms]:
-    """Thermal samples along the current model's normal modes around each minimum."""
-    from reactive_al.sampling import modes_from_hessian, normal_mode_perturbations
-
-    frames: list[Atoms] = []
-    for m in minima:
-        modes = modes_from_hessian(finite_difference_hessian(m, calc), m.get_masses(),
-                                   m.positions)
-        subset = m.info.get("subset", "reactant")
-        frames += normal_mode_perturbations(m, n_per_minimum, temperature_K, rng, subset,
-                                            modes=modes, origin="model_normal_mode")
-    return frames
-
-
-def neb_candidates(
-    reactant: Atoms, product: Atoms, calc_factory, n_images: int = 7, fmax: float = 0.1,
-    steps: int = 200, climb: bool = True,
-) -> tuple[list[Atoms], dict[str, Any]]:
-    """Relax an NEB (IDPP start, climbing image) on the current model; images are candidates.
-
-    ``calc_factory()`` returns a fresh calculator per image. Returns (interior images,
-    statistics: converged flag, steps, model barrier in eV).
-    """
-    from ase.mep import NEB
-    from ase.optimize import FIRE
-
-    images = [reactant.copy()] + [reactant.copy() for _ in range(n_images)] + [product.copy()]
-    for img in images:
-        img.pbc = False
-        img.calc = calc_factory()
-    neb = NEB(images, climb=climb, method="improvedtangent")
-    neb.interpolate(method="idpp")
-    opt = FIRE(neb, logfile=None)
-    converged = bool(opt.run(fmax=fmax, steps=steps))
-    energies = [img.get_potential_energy() for img in images]
-    frames = []
-    for k, img in enumerate(images[1:-1], start=1):
-        f = Atoms(img.get_atomic_numbers(), img.get_positions(), pbc=False)
-        f.info = {key: v for key, v in reactant.info.items()
-                  if key in ("charge", "multiplicity", "system")}
-        f.info.update({"origin": "neb/model", "subset": "path", "neb_image": k})
-        frames.append(f)
-    stats = {"neb_converged": converged, "neb_steps": int(opt.nsteps),
-             "neb_model_barrier_ev": float(max(energies) - energies[0]),
-             "neb_energies_ev": [float(e) for e in energies]}
-    return frames, stats

@@ -1,16 +1,22 @@
-"""Batch query strategies on uncertainty scores and feature vectors.
+"""Batch query strategies on uncertainty scores and feature vectors, and their registry.
 
+A strategy is registered under its ``selection.strategy`` YAML name with
+:func:`register_strategy`; it receives a :class:`BatchRequest` and returns candidate indices.
 Every strategy returns the chosen candidate indices (distinct, in selection order) as an
 ``int`` array of length at most ``b``; it is shorter only when fewer useful candidates exist.
 Feature-space strategies take the gradient features of
-:mod:`reactive_al.gradient_features` (or any fixed-length descriptors) as ``[n, p]`` arrays.
+:mod:`reactive_al.uncertainty.gradient_features` (or any fixed-length descriptors) as
+``[n, p]`` arrays.
 """
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import numpy as np
+from ase import Atoms
 from scipy.cluster.vq import kmeans2
 from scipy.linalg import cho_factor, cho_solve
 from scipy.spatial.distance import cdist
@@ -196,3 +202,86 @@ def kmeans_representatives(
         taken[j] = True
         chosen.append(j)
     return np.asarray(chosen, dtype=int)
+
+
+# -- registry ---------------------------------------------------------------------------------
+@dataclass
+class BatchRequest:
+    """What a strategy sees: the candidates it may pick from and how many to pick.
+
+    ``scores`` (calibrated ranking score per candidate, units of the criterion), ``features``
+    ((candidate, training) gradient features, only for strategies that need them),
+    ``batch_size``, the ``rng``, the GP noise ``sigma_n`` and the threshold ``window``
+    (low, high). ``candidates`` are the structures behind the scores and ``labeled_set`` the
+    training set (for strategies that filter near-duplicates themselves).
+    """
+
+    scores: np.ndarray
+    batch_size: int
+    rng: np.random.Generator
+    candidates: list[Atoms] = field(default_factory=list)
+    labeled_set: list[Atoms] = field(default_factory=list)
+    features: tuple[np.ndarray, np.ndarray] | None = None
+    sigma_n: float = 0.01
+    window: tuple[float, float] = (0.0, float("inf"))
+    min_separation: float = 0.02
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """A registered strategy: its function, and whether it needs gradient features.
+
+    With ``drops_duplicates`` false the candidates that are near-duplicates of training frames
+    are removed before the strategy sees them; true means the strategy does it itself.
+    """
+
+    pick: Callable[[BatchRequest], np.ndarray | list[int]]
+    needs_features: bool = False
+    drops_duplicates: bool = False
+
+
+#: ``selection.strategy`` name → strategy.
+STRATEGIES: dict[str, Strategy] = {}
+
+
+def register_strategy(name: str, needs_features: bool = False, drops_duplicates: bool = False):
+    """Decorator registering ``fn(request) -> indices`` under the YAML name ``name``."""
+
+    def deco(fn: Callable[[BatchRequest], np.ndarray | list[int]]):
+        STRATEGIES[name] = Strategy(fn, needs_features, drops_duplicates)
+        return fn
+
+    return deco
+
+
+@register_strategy("top_k", drops_duplicates=True)
+def _top_k(r: BatchRequest) -> list[int]:
+    from reactive_al.selection.query import top_k_unique
+
+    return top_k_unique(r.candidates, r.scores, r.batch_size, reference=r.labeled_set,
+                        min_separation=r.min_separation)
+
+
+@register_strategy("threshold")
+def _threshold(r: BatchRequest) -> np.ndarray:
+    return threshold_window(r.scores, r.window[0], r.window[1], r.batch_size)
+
+
+@register_strategy("random")
+def _random(r: BatchRequest) -> np.ndarray:
+    return random_batch(len(r.scores), r.batch_size, r.rng)
+
+
+@register_strategy("max_det", needs_features=True)
+def _max_det(r: BatchRequest) -> np.ndarray:
+    return max_det(r.features[0], r.features[1], r.batch_size, sigma_n=r.sigma_n)
+
+
+@register_strategy("max_dist", needs_features=True)
+def _max_dist(r: BatchRequest) -> np.ndarray:
+    return max_dist(r.features[0], r.features[1], r.batch_size)
+
+
+@register_strategy("kmeans", needs_features=True)
+def _kmeans(r: BatchRequest) -> np.ndarray:
+    return kmeans_representatives(r.features[0], r.batch_size, r.rng)

@@ -1,9 +1,17 @@
-"""Query strategies: pick the batch of candidates worth a QM label."""
+"""The query: rank candidates by calibrated uncertainty and pick the batch worth a QM label."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 from ase import Atoms
+
+from reactive_al.selection.strategies import STRATEGIES, BatchRequest
+from reactive_al.uncertainty import UncertaintyConfig, UncertaintyEstimator
+
+if TYPE_CHECKING:
+    from reactive_al.models import Committee
 
 
 def distance_fingerprint(atoms: Atoms) -> np.ndarray:
@@ -43,11 +51,6 @@ def top_k_unique(
     return chosen
 
 
-#: Batch strategies; the feature-space ones need gradient features.
-STRATEGIES = ("top_k", "threshold", "max_det", "max_dist", "kmeans", "random")
-FEATURE_STRATEGIES = frozenset({"max_det", "max_dist", "kmeans"})
-
-
 def not_in_training(candidates: list[Atoms], reference: list[Atoms],
                     min_separation: float) -> np.ndarray:
     """Indices of candidates that are not near-duplicates of a reference (training) frame."""
@@ -69,69 +72,79 @@ def choose_batch(
     sigma_n: float = 0.01,
     window: tuple[float, float] = (0.0, float("inf")),
 ) -> list[int]:
-    """Indices of the batch chosen by ``strategy`` (see :data:`STRATEGIES`).
+    """Indices of the batch chosen by the registered ``strategy`` (see :data:`STRATEGIES`).
 
     ``scores`` rank candidates (top_k, threshold); ``features`` = (candidate, training)
-    gradient features for max_det, max_dist and k-means. Near-duplicates of training frames
-    are removed first.
+    gradient features for the strategies that need them. Near-duplicates of training frames
+    are removed first (top_k removes them itself, also among the chosen).
     """
-    from reactive_al import batch_selection as bs
-
     if strategy not in STRATEGIES:
         raise ValueError(f"parameters_selection.yml: unknown strategy '{strategy}' "
                          f"(choose from {list(STRATEGIES)})")
-    if strategy in FEATURE_STRATEGIES and features is None:
+    strat = STRATEGIES[strategy]
+    if strat.needs_features and features is None:
         raise ValueError(f"strategy '{strategy}' needs gradient features")
-    if strategy == "top_k":
-        return top_k_unique(candidates, scores, batch_size, reference=labeled_set,
-                            min_separation=min_separation)
-    fresh = not_in_training(candidates, labeled_set, min_separation)
-    if len(fresh) == 0:
-        return []
-    b = min(batch_size, len(fresh))
-    if strategy == "threshold":
-        picked = bs.threshold_window(scores[fresh], window[0], window[1], b)
-    elif strategy == "random":
-        picked = bs.random_batch(len(fresh), b, rng)
-    elif strategy == "max_det":
-        picked = bs.max_det(features[0][fresh], features[1], b, sigma_n=sigma_n)
-    elif strategy == "max_dist":
-        picked = bs.max_dist(features[0][fresh], features[1], b)
+    scores = np.asarray(scores)
+    if strat.drops_duplicates:
+        fresh = np.arange(len(candidates))
     else:
-        picked = bs.kmeans_representatives(features[0][fresh], b, rng)
-    return [int(fresh[i]) for i in picked]
+        fresh = not_in_training(candidates, labeled_set, min_separation)
+        if len(fresh) == 0:
+            return []
+    request = BatchRequest(
+        scores=scores[fresh], batch_size=min(batch_size, len(fresh)), rng=rng,
+        candidates=[candidates[i] for i in fresh], labeled_set=labeled_set,
+        features=None if features is None else (features[0][fresh], features[1]),
+        sigma_n=sigma_n, window=window, min_separation=min_separation)
+    if strat.drops_duplicates:
+        request.batch_size = batch_size
+    return [int(fresh[i]) for i in strat.pick(request)]
+
+
+def build_estimator(committee: Committee, labeled_set: list[Atoms], selection: dict,
+                    need_features: bool = False) -> UncertaintyEstimator:
+    """The calibrated uncertainty estimator a ``selection`` block asks for, fitted once.
+
+    ``labeled_set`` must be the committee's training set, in order (its validation split
+    calibrates). Gradient features are fitted when the uncertainty method, the strategy, the
+    walker bias or ``need_features`` needs them, so exploration and selection share one fit.
+    """
+    strategy = selection.get("strategy", "top_k")
+    bias = (selection.get("walkers") or {}).get("bias") or {}
+    cfg = UncertaintyConfig(**{**(selection.get("uncertainty") or {}),
+                               "criterion": selection["criterion"]})
+    strat = STRATEGIES.get(strategy)
+    need = need_features or bool(bias.get("enabled")) or bool(strat and strat.needs_features)
+    return UncertaintyEstimator(committee, labeled_set, cfg, need_features=need)
 
 
 def query(
-    committee,
+    committee: Committee,
     candidates: list[Atoms],
     labeled_set: list[Atoms],
     selection: dict,
     rng: np.random.Generator,
     batch_size: int | None = None,
+    estimator: UncertaintyEstimator | None = None,
 ):
     """Choose a batch as configured by a ``selection`` parameter block.
 
-    Builds the calibrated uncertainty estimator for ``committee`` (``labeled_set`` must be its
-    training set, in order: its validation split calibrates), ranks ``candidates`` and applies
-    the strategy. Returns (chosen indices, calibrated scores dict, ranking scores, estimator).
+    Uses ``estimator`` (fitted for ``committee``) or builds it with :func:`build_estimator`,
+    ranks ``candidates`` and applies the strategy. Returns (chosen indices, calibrated scores
+    dict, ranking scores, estimator).
     """
-    from reactive_al.uncertainty import UncertaintyConfig, UncertaintyEstimator
-
     strategy = selection.get("strategy", "top_k")
-    cfg = UncertaintyConfig(**{**(selection.get("uncertainty") or {}),
-                               "criterion": selection["criterion"]})
-    est = UncertaintyEstimator(committee, labeled_set, cfg,
-                               need_features=strategy in FEATURE_STRATEGIES)
+    est = estimator if estimator is not None else build_estimator(committee, labeled_set,
+                                                                  selection)
     scores = est.scores(candidates)
     ranking = est.ranking(scores)
     features = None
-    if strategy in FEATURE_STRATEGIES and candidates:
+    if strategy in STRATEGIES and STRATEGIES[strategy].needs_features and candidates:
         features = (est.features(candidates), est.features(est.train))
     window = selection.get("threshold") or {}
     chosen = choose_batch(
         strategy, batch_size or selection["batch_size"], ranking, candidates, labeled_set,
         float(selection.get("min_separation", 0.02)), rng, features=features,
-        sigma_n=cfg.sigma_n,
+        sigma_n=est.cfg.sigma_n,
         window=(float(window.get("low", 0.0)), float(window.get("high", float("inf")))))
     return chosen, scores, ranking, est

@@ -11,6 +11,8 @@ from ase import Atoms
 from ase.neighborlist import natural_cutoffs, neighbor_list
 from ase.units import kB
 
+from reactive_al.systems import identity
+
 #: Spring constants (eV/Å²) of the harmonic model behind normal-mode-like sampling.
 BOND_SPRING = 25.0
 NONBOND_SPRING = 1.5
@@ -20,7 +22,7 @@ NONBOND_RANGE = 3.5
 def _tagged(atoms: Atoms, origin: str, subset: str) -> Atoms:
     out = atoms.copy()
     out.calc = None
-    out.info = {k: v for k, v in atoms.info.items() if k in ("charge", "multiplicity", "system")}
+    out.info = identity(atoms)
     out.info.update({"origin": origin, "subset": subset})
     return out
 

@@ -11,6 +11,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from reactive_al.nested import flatten
+
 
 def format_value(value: Any) -> str:
     """Human-readable cell: 4 significant digits for floats, ``—`` for missing values."""
@@ -24,18 +26,6 @@ def format_value(value: Any) -> str:
         return "nan" if math.isnan(value) else f"{float(value):.4g}"
     # '|' would split a markdown table cell
     return str(value).replace("|", "\\|").replace("\n", " ")
-
-
-def flatten(nested: Mapping[str, Any], sep: str = "/", prefix: str = "") -> dict[str, Any]:
-    """Nested mappings as one level, keys joined by ``sep`` (``a/b`` or ``a.b``)."""
-    out: dict[str, Any] = {}
-    for key, value in (nested or {}).items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            out.update(flatten(value, sep, f"{name}{sep}"))
-        else:
-            out[name] = value
-    return out
 
 
 def _has_tabulate() -> bool:

@@ -1,8 +1,4 @@
-"""Committees of TorchANI models: building, training on energies and forces, prediction.
-
-Inside a model TorchANI's units hold (Hartree, Å), so its built-in xTB repulsion stays
-consistent; at every boundary of this module energies are eV and forces eV/Å.
-"""
+"""Training a committee on energies and forces: from scratch, or warm-started with replay."""
 
 from __future__ import annotations
 
@@ -11,43 +7,22 @@ import hashlib
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from ase import Atoms
-from ase.calculators.calculator import Calculator, all_changes
 from ase.units import Hartree
 
+from reactive_al.models.committee import (
+    Committee,
+    CommitteeSpec,
+    _member_energies_forces,
+    build_model,
+    frames_to_tensors,
+)
+
 log = logging.getLogger(__name__)
-
-CHECKPOINT_FORMAT = "reactive_al.committee/1"
-
-
-@dataclass
-class CommitteeSpec:
-    """Architecture of a committee; everything needed to rebuild it from a checkpoint."""
-
-    symbols: list[str]
-    lot: str = "b3lyp-6-31+g*"
-    ensemble_size: int = 4
-    hidden: list[int] = field(default_factory=lambda: [64, 48])
-    activation: str = "gelu"
-    radial_cutoff: float = 5.2
-    angular_cutoff: float = 3.5
-    radial_shifts: int = 16
-    angular_shifts: int = 8
-    angular_sections: int = 4
-    repulsion: bool = True
-    self_energies: dict[str, float] = field(default_factory=dict)  # Hartree per atom
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain-python form (safe for ``torch.load(weights_only=True)``)."""
-        d = asdict(self)
-        d["hidden"] = [int(h) for h in self.hidden]
-        return d
-
 
 TRAINING_MODES = ("retrain", "warm_start")
 
@@ -91,46 +66,6 @@ class TrainingConfig:
                              f"got {self.warm_start_epochs!r}")
 
 
-def build_model(spec: CommitteeSpec):
-    """Assemble an ANI committee (``spec.ensemble_size`` members) from TorchANI parts.
-
-    Same recipe as ``torchani.arch.simple_ani`` (linear radial/angular AEV cover, smooth
-    cutoff, xTB repulsion), with per-element network widths from ``spec.hidden``.
-    """
-    from torchani.aev import ANIAngular, ANIRadial
-    from torchani.arch import Assembler
-    from torchani.nn import ANINetworks
-    from torchani.potentials import RepulsionXTB
-
-    asm = Assembler(periodic_table_index=True)
-    asm.set_symbols(spec.symbols)
-    asm.set_global_cutoff_fn("smooth")
-    asm.set_aev_computer(
-        radial=ANIRadial.cover_linearly(
-            start=0.9, cutoff=spec.radial_cutoff, eta=19.7, num_shifts=spec.radial_shifts
-        ),
-        angular=ANIAngular.cover_linearly(
-            start=0.9, eta=12.5, zeta=14.1, num_shifts=spec.angular_shifts,
-            num_sections=spec.angular_sections, cutoff=spec.angular_cutoff,
-        ),
-        strategy="pyaev",
-    )
-    asm.set_atomic_networks(
-        cls=ANINetworks,
-        ctor="build",
-        kwargs={"dims": {}, "default_dims": tuple(spec.hidden), "activation": spec.activation},
-    )
-    asm.set_neighborlist("all_pairs")
-    if spec.self_energies:
-        asm.set_self_energies({s: float(spec.self_energies[s]) for s in spec.symbols})
-    else:
-        asm.set_zeros_as_self_energies()
-    if spec.repulsion:
-        asm.add_potential(RepulsionXTB, name="repulsion_xtb", cutoff=spec.radial_cutoff)
-    model = asm.assemble(spec.ensemble_size)
-    return model.to(torch.float32)
-
-
 def fit_self_energies(frames: list[Atoms], symbols: list[str]) -> dict[str, float]:
     """Least-squares per-element energies (Hartree) so that E ≈ Σ_i e(Z_i).
 
@@ -142,131 +77,6 @@ def fit_self_energies(frames: list[Atoms], symbols: list[str]) -> dict[str, floa
     energies = np.array([a.get_potential_energy() for a in frames]) / Hartree
     coef, *_ = np.linalg.lstsq(counts, energies, rcond=None)
     return {s: float(c) for s, c in zip(symbols, coef, strict=True)}
-
-
-def frames_to_tensors(frames: list[Atoms], with_labels: bool = True) -> dict[str, torch.Tensor]:
-    """Pad frames into species (−1 padding), coordinates, energies and forces tensors."""
-    n = len(frames)
-    n_max = max(len(a) for a in frames)
-    species = torch.full((n, n_max), -1, dtype=torch.long)
-    coords = torch.zeros((n, n_max, 3), dtype=torch.float32)
-    out: dict[str, torch.Tensor] = {}
-    if with_labels:
-        out["energies"] = torch.zeros(n, dtype=torch.float64)
-        out["forces"] = torch.zeros((n, n_max, 3), dtype=torch.float32)
-    for i, a in enumerate(frames):
-        k = len(a)
-        species[i, :k] = torch.as_tensor(a.get_atomic_numbers())
-        coords[i, :k] = torch.as_tensor(a.get_positions(), dtype=torch.float32)
-        if with_labels:
-            out["energies"][i] = a.get_potential_energy() / Hartree
-            out["forces"][i, :k] = torch.as_tensor(a.get_forces() / Hartree, dtype=torch.float32)
-    out["species"] = species
-    out["coordinates"] = coords
-    return out
-
-
-def _member_energies_forces(model, species, coords, create_graph: bool):
-    """Energies [M, B] (Hartree) and forces [M, B, A, 3] (Hartree/Å) of every member."""
-    coords = coords.detach().requires_grad_(True)
-    _, energies = model((species, coords), ensemble_values=True)
-    if energies.dim() == 1:
-        energies = energies.unsqueeze(0)
-    m = energies.shape[0]
-    grads = [
-        torch.autograd.grad(energies[i].sum(), coords, create_graph=create_graph,
-                            retain_graph=True)[0]
-        for i in range(m)
-    ]
-    return energies, -torch.stack(grads)
-
-
-class Committee:
-    """A trained TorchANI committee with its architecture and training record."""
-
-    def __init__(self, model, spec: CommitteeSpec, history: dict[str, Any] | None = None):
-        self.model = model
-        self.spec = spec
-        self.history = history or {}
-
-    # -- persistence -----------------------------------------------------------------------
-    def to_checkpoint(self) -> dict[str, Any]:
-        """Checkpoint dict loadable with ``torch.load(weights_only=True)``."""
-        return {
-            "format": CHECKPOINT_FORMAT,
-            "spec": self.spec.to_dict(),
-            "state_dict": self.model.state_dict(),
-            "history": self.history,
-        }
-
-    @classmethod
-    def from_checkpoint(cls, ckpt: dict[str, Any]) -> Committee:
-        """Rebuild a committee from :meth:`to_checkpoint` output."""
-        if ckpt.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"not a reactive_al committee checkpoint: {ckpt.get('format')!r}")
-        spec = CommitteeSpec(**ckpt["spec"])
-        model = build_model(spec)
-        model.load_state_dict(ckpt["state_dict"])
-        model.eval()
-        return cls(model, spec, ckpt.get("history", {}))
-
-    # -- prediction ------------------------------------------------------------------------
-    def predict(self, frames: list[Atoms], batch_size: int = 256) -> dict[str, Any]:
-        """Committee predictions for ``frames`` in eV and eV/Å.
-
-        Returns arrays: ``energy`` (mean, [n]), ``energy_members`` ([M, n]), ``energy_std``
-        (committee std / √N_atoms, eV/atom, [n]), and per frame lists ``forces`` (mean,
-        [N_i, 3]), ``forces_std`` (per-atom spread √(mean_m ‖F_m − F̄‖²), [N_i]).
-        """
-        e_members, f_mean, f_std = [], [], []
-        for start in range(0, len(frames), batch_size):
-            chunk = frames[start:start + batch_size]
-            t = frames_to_tensors(chunk, with_labels=False)
-            e, f = _member_energies_forces(self.model, t["species"], t["coordinates"], False)
-            e = e.detach().double() * Hartree
-            f = f.detach().double() * Hartree
-            e_members.append(e.numpy())
-            fm = f.mean(0)
-            spread = ((f - fm) ** 2).sum(-1).mean(0).sqrt()
-            for i, a in enumerate(chunk):
-                f_mean.append(fm[i, : len(a)].numpy())
-                f_std.append(spread[i, : len(a)].numpy())
-        members = np.concatenate(e_members, axis=1)
-        n_atoms = np.array([len(a) for a in frames], dtype=float)
-        ddof = 1 if members.shape[0] > 1 else 0
-        return {
-            "energy": members.mean(0),
-            "energy_members": members,
-            "energy_std": members.std(0, ddof=ddof) / np.sqrt(n_atoms),
-            "forces": f_mean,
-            "forces_std": f_std,
-        }
-
-    def calculator(self, force_scale: float = 1.0) -> CommitteeCalculator:
-        """ASE calculator driven by the committee mean (``forces_std`` times ``force_scale``)."""
-        return CommitteeCalculator(self, force_scale=force_scale)
-
-
-class CommitteeCalculator(Calculator):
-    """ASE calculator: committee-mean energy/forces plus the committee spreads in results."""
-
-    implemented_properties = ["energy", "forces", "energy_std", "forces_std"]
-
-    def __init__(self, committee: Committee, force_scale: float = 1.0, **kwargs: Any):
-        super().__init__(**kwargs)
-        self.committee = committee
-        self.force_scale = force_scale
-
-    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes) -> None:
-        """Fill energy (eV), forces (eV/Å), energy_std (eV/atom) and forces_std (eV/Å)."""
-        super().calculate(atoms, properties, system_changes)
-        p = self.committee.predict([self.atoms])
-        self.results = {
-            "energy": float(p["energy"][0]),
-            "forces": p["forces"][0],
-            "energy_std": float(p["energy_std"][0]),
-            "forces_std": self.force_scale * p["forces_std"][0],
-        }
 
 
 def _split(n: int, fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

@@ -4,8 +4,9 @@
   oracle. Every force call of an NEB step goes through :func:`label_structures`, so the images
   of a step are computed in parallel and cached: an interrupted NEB replays from the cache
   (same geometries, same forces, same optimizer steps) and only pays for the steps it lost.
-* :func:`thermal_frames` samples the wells by Langevin MD on a cheap driver (GFN2-xTB, or any
-  ASE calculator) at a ladder of temperatures; the frames are labeled at the campaign's level.
+* :func:`thermal_frames` samples the wells by Langevin MD (:func:`start_langevin`) on a cheap
+  driver (any registered oracle's calculator, GFN2-xTB by default, or any ASE calculator) at a
+  ladder of temperatures; the frames are labeled at the campaign's level.
 """
 
 from __future__ import annotations
@@ -17,7 +18,10 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
 
+from reactive_al.exploration.md import start_langevin
+from reactive_al.oracles.base import Level, get_oracle
 from reactive_al.oracles.labeling import LabelingConfig, label_structures
+from reactive_al.systems import identity
 
 log = logging.getLogger(__name__)
 
@@ -129,8 +133,7 @@ def qm_neb_path(
     path = []
     for k, img in enumerate(images):
         a = Atoms(img.numbers, img.positions, pbc=False)
-        a.info = {key: v for key, v in reactant.info.items()
-                  if key in ("charge", "multiplicity", "system")}
+        a.info = identity(reactant)
         a.info.update({"origin": "path/qm_neb", "subset": "path", "neb_image": k,
                        "ts": k == ts})
         path.append(a)
@@ -157,15 +160,14 @@ def thermal_frames(
     friction_per_fs: float = 0.02,
     subset_names: dict[float, str] | None = None,
 ) -> list[Atoms]:
-    """Frames of Langevin MD in each well, ``n_per_well`` per well and temperature.
+    """Frames of Langevin MD in each well, ``n_per_well`` per well and temperature (K).
 
-    Frames are taken evenly over the second half of each trajectory (the first half
-    equilibrates). ``subset`` is ``thermal_<T>K`` unless ``subset_names`` maps T to a name.
+    ``calc_factory()`` makes the driver's ASE calculator (see :func:`driver_factory`); the
+    dynamics is the project's :func:`start_langevin` (timestep in fs, friction in 1/fs, the
+    thermostat noise seeded by one draw of ``rng``). Frames are taken evenly over the second
+    half of each trajectory (the first half equilibrates). ``subset`` is ``thermal_<T>K``
+    unless ``subset_names`` maps T to a name.
     """
-    from ase import units
-    from ase.md.langevin import Langevin
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
-
     frames: list[Atoms] = []
     for temp in temperatures_K:
         subset = (subset_names or {}).get(temp, f"thermal_{int(temp)}K")
@@ -173,18 +175,14 @@ def thermal_frames(
             md_atoms = well.copy()
             md_atoms.pbc = False
             md_atoms.calc = calc_factory()
-            MaxwellBoltzmannDistribution(md_atoms, temperature_K=temp, rng=rng)
-            Stationary(md_atoms)
-            dyn = Langevin(md_atoms, timestep_fs * units.fs, temperature_K=temp,
-                           friction=friction_per_fs / units.fs, fixcm=False,
-                           rng=np.random.default_rng(rng.integers(2**32)))
+            dyn = start_langevin(md_atoms, temp, timestep_fs, friction_per_fs, rng,
+                                 independent_dynamics_rng=True)
             take = set(np.linspace(n_steps // 2, n_steps, n_per_well).astype(int))
             for step in range(1, n_steps + 1):
                 dyn.run(1)
                 if step in take:
                     a = Atoms(md_atoms.numbers, md_atoms.positions, pbc=False)
-                    a.info = {k: v for k, v in well.info.items()
-                              if k in ("charge", "multiplicity", "system")}
+                    a.info = identity(well)
                     a.info.update({"origin": f"{subset}/md", "subset": subset,
                                    "md_temperature_K": float(temp),
                                    "well": well.info.get("subset", "reactant")})
@@ -192,12 +190,11 @@ def thermal_frames(
     return frames
 
 
-def xtb_calculator_factory(charge: int, multiplicity: int, method: str = "GFN2-xTB"):
-    """A factory of tblite GFN-xTB ASE calculators for MD drivers."""
-    from tblite.ase import TBLite
+def driver_factory(charge: int, multiplicity: int, level: Level):
+    """A factory of ASE calculators of the registered oracle of ``level.program`` (MD drivers)."""
+    oracle = get_oracle(level.program)
 
     def make():
-        return TBLite(method=method, charge=float(charge), multiplicity=int(multiplicity),
-                      verbosity=0)
+        return oracle.calculator(charge, multiplicity, level)
 
     return make

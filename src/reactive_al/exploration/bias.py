@@ -12,13 +12,16 @@ r = 0 until the window is full (burn-in).
 from __future__ import annotations
 
 from collections import deque
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from ase.calculators.calculator import Calculator, all_changes
 
-from reactive_al.gradient_features import GradientFeatureUncertainty
 from reactive_al.models import Committee
+from reactive_al.uncertainty.gradient_features import GradientFeatureUncertainty
+
+if TYPE_CHECKING:
+    from reactive_al.uncertainty import UncertaintyEstimator
 
 
 class UncertaintyBiasedCalculator(Calculator):
@@ -86,3 +89,28 @@ class UncertaintyBiasedCalculator(Calculator):
             "bias_energy": -s * u,
             "bias_scale": s,
         }
+
+
+def walker_calculator(
+    committee: Committee, estimator: UncertaintyEstimator | None, bias: dict[str, Any],
+    calibrated: bool = False,
+) -> Calculator:
+    """The calculator MD walkers run on: committee mean, or uncertainty-biased if enabled.
+
+    With ``bias.enabled`` (or ``calibrated``, when walkers stop at a calibrated uncertainty)
+    the ``estimator`` fitted for this committee supplies the calibration scales and, for the
+    bias, the gradient features.
+    """
+    if not (bias.get("enabled") or calibrated):
+        return committee.calculator()
+    if estimator is None:
+        raise ValueError("a biased or uncertainty-stopped walker needs the fitted estimator")
+    force_scale = estimator.force_cal.scale
+    if not bias.get("enabled"):
+        return committee.calculator(force_scale=force_scale)
+    if estimator.gf is None:
+        raise ValueError("uncertainty-biased MD needs gradient features in the estimator")
+    return UncertaintyBiasedCalculator(
+        committee, estimator.gf, tau=bias["tau"], element_weights=bias.get("element_weights"),
+        window=bias.get("window", 100), energy_scale=estimator.energy_cal.scale,
+        force_scale=force_scale)

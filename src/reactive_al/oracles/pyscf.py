@@ -1,30 +1,61 @@
-"""PySCF as an ASE calculator: energies (eV) and forces (eV/Å) with an SCF robustness ladder.
+"""PySCF as an oracle: energies (eV) and forces (eV/Å) with an SCF robustness ladder.
 
 Hartree and Bohr stay inside this module. A result counts only if its SCF converged; otherwise
-:class:`OracleError` carries a failure category that the labeling layer records.
+:class:`OracleError` carries a failure category that the labeling layer records. The level of
+theory is :class:`PySCFLevel`, registered as ``program: pyscf``.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
 from ase.units import Bohr, Hartree
 
-#: Failure categories recorded for a structure that could not be labeled.
-FAILURE_CATEGORIES = ("scf_not_converged", "geometry_invalid", "timeout", "exception")
+from reactive_al.oracles.base import Oracle, OracleError, parse_level, register_oracle
+
+_REFERENCES = ("auto", "always", "never")
 
 
-class OracleError(RuntimeError):
-    """A QM calculation that produced no usable label."""
+@dataclass(frozen=True)
+class PySCFLevel:
+    """A PySCF level of theory (the defaults of every campaign live here).
 
-    def __init__(self, category: str, message: str):
-        super().__init__(f"{category}: {message}")
-        self.category = category
-        self.message = message
+    ``unrestricted``: ``auto`` (open shells only), ``always`` (broken symmetry, for stretched
+    bonds) or ``never``. ``conv_tol`` is the SCF energy tolerance in Hartree.
+    """
+
+    program: ClassVar[str] = "pyscf"
+    method: str = "b3lyp"
+    basis: str = "6-31+g*"
+    grid_level: int = 3
+    conv_tol: float = 1e-8
+    density_fit: bool = False
+    unrestricted: str = "auto"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.density_fit, str):
+            raise ValueError(f"density_fit must be true or false, got '{self.density_fit}'")
+        for key, cast in (("method", lambda v: str(v).lower()), ("basis", lambda v: str(v).lower()),
+                          ("grid_level", int), ("conv_tol", float), ("density_fit", bool),
+                          ("unrestricted", str)):
+            object.__setattr__(self, key, cast(getattr(self, key)))
+
+    @property
+    def name(self) -> str:
+        """Short name used in provenance and by TorchANI (``method-basis``)."""
+        return f"{self.method}-{self.basis}"
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain-dict form (cache keys, provenance, MLflow, Dask workers)."""
+        return {"program": "pyscf", "method": self.method, "basis": self.basis,
+                "grid_level": self.grid_level, "conv_tol": self.conv_tol,
+                "density_fit": self.density_fit, "unrestricted": self.unrestricted}
 
 
 class _SCFTimeout(Exception):
@@ -95,12 +126,7 @@ def pyscf_single_point(
     atoms: Atoms,
     charge: int,
     multiplicity: int,
-    method: str = "b3lyp",
-    basis: str = "6-31+g*",
-    grid_level: int = 3,
-    conv_tol: float = 1e-8,
-    density_fit: bool = False,
-    unrestricted: str = "auto",
+    level: PySCFLevel | Mapping[str, Any] | None = None,
     omp_threads: int | None = None,
     timeout_s: float | None = None,
 ) -> dict[str, Any]:
@@ -111,11 +137,17 @@ def pyscf_single_point(
     shells with ``unrestricted='always'``, for stretched bonds) run unrestricted with a
     stability check; ⟨S²⟩ is recorded. Returns ``energy``, ``forces`` and a ``provenance``
     dict. Raises :class:`OracleError` (``scf_not_converged``, ``timeout``,
-    ``geometry_invalid``) when no usable result is produced.
+    ``geometry_invalid``) when no usable result is produced. ``level`` defaults to
+    :class:`PySCFLevel` (a mapping is parsed into one); ``timeout_s`` in s.
     """
     import pyscf
     from pyscf import lib
 
+    if level is None:
+        level = PySCFLevel()
+    elif isinstance(level, Mapping):
+        level = parse_level({**level, "program": "pyscf"}, "pyscf level of theory")
+    method, basis, unrestricted = level.method, level.basis, level.unrestricted
     if omp_threads:
         lib.num_threads(int(omp_threads))
     start = time.perf_counter()
@@ -123,7 +155,7 @@ def pyscf_single_point(
         mol = _build_mole(atoms, basis, charge, multiplicity)
     except Exception as exc:  # e.g. parity or basis problems reported by PySCF
         raise OracleError("geometry_invalid", str(exc).splitlines()[0]) from exc
-    if unrestricted not in ("auto", "always", "never"):
+    if unrestricted not in _REFERENCES:
         raise OracleError("exception", f"unrestricted must be auto/always/never: {unrestricted}")
     open_shell = (mol.spin != 0 and unrestricted != "never") or unrestricted == "always"
 
@@ -132,7 +164,8 @@ def pyscf_single_point(
             raise _SCFTimeout
 
     def factory():
-        mf = _make_scf(mol, method, grid_level, conv_tol, density_fit, open_shell)
+        mf = _make_scf(mol, method, level.grid_level, level.conv_tol, level.density_fit,
+                       open_shell)
         mf.callback = check_time
         return mf
 
@@ -154,9 +187,9 @@ def pyscf_single_point(
         provenance = {
             "qm_program": "pyscf",
             "qm_version": pyscf.__version__,
-            "qm_method": method.lower(),
-            "qm_basis": basis.lower(),
-            "qm_grid_level": int(grid_level),
+            "qm_method": method,
+            "qm_basis": basis,
+            "qm_grid_level": level.grid_level,
             "qm_reference": "unrestricted" if open_shell else "restricted",
             "qm_converged": True,
             "qm_scf_step": step,
@@ -179,16 +212,65 @@ class PySCFCalculator(Calculator):
 
     implemented_properties = ["energy", "forces"]
 
-    def __init__(self, charge: int = 0, multiplicity: int = 1, **qm: Any):
+    def __init__(self, charge: int = 0, multiplicity: int = 1,
+                 level: PySCFLevel | Mapping[str, Any] | None = None,
+                 omp_threads: int | None = None, timeout_s: float | None = None):
         super().__init__()
-        self.qm = {"charge": charge, "multiplicity": multiplicity, **qm}
+        self.qm = {"charge": charge, "multiplicity": multiplicity, "level": level,
+                   "omp_threads": omp_threads, "timeout_s": timeout_s}
         self.provenance: dict[str, Any] = {}
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes) -> None:
-        """Fill ``self.results`` with energy and forces from PySCF."""
+        """Fill ``self.results`` with energy (eV) and forces (eV/Å) from PySCF."""
         super().calculate(atoms, properties, system_changes)
         if np.any(self.atoms.pbc):
             raise OracleError("geometry_invalid", "PySCFCalculator handles molecules (pbc=False)")
         out = pyscf_single_point(self.atoms, **self.qm)
         self.results = {"energy": out["energy"], "forces": out["forces"]}
         self.provenance = out["provenance"]
+
+
+def _check_basis(basis: str, symbols: list[str], where: str) -> None:
+    from pyscf.gto import basis as pyscf_basis
+
+    from reactive_al.systems import SystemDefinitionError
+
+    for sym in symbols:
+        try:
+            pyscf_basis.load(basis, sym)
+        except Exception as exc:
+            raise SystemDefinitionError(
+                f"{where}: basis '{basis}' has no functions for {sym}") from exc
+
+
+@register_oracle
+class PySCFOracle(Oracle):
+    """Hartree–Fock and Kohn–Sham DFT with PySCF (``program: pyscf``)."""
+
+    program = "pyscf"
+    level_class = PySCFLevel
+    distribution = "pyscf"
+
+    def check(self, level: PySCFLevel, symbols: list[str] | None, where: str) -> None:
+        """Reject an unknown ``unrestricted`` mode, or a basis missing one of ``symbols``."""
+        from reactive_al.systems import SystemDefinitionError
+
+        if level.unrestricted not in _REFERENCES:
+            raise SystemDefinitionError(f"{where}: unrestricted must be one of "
+                                        f"{'/'.join(_REFERENCES)}, got '{level.unrestricted}'")
+        if symbols:
+            _check_basis(level.basis, sorted(set(symbols)), where)
+
+    def single_point(self, atoms: Atoms, charge: int, multiplicity: int, level: PySCFLevel,
+                     omp_threads: int | None = None,
+                     timeout_s: float | None = None) -> dict[str, Any]:
+        """See :func:`pyscf_single_point` (energy eV, forces eV/Å, timeout s)."""
+        return pyscf_single_point(atoms, charge, multiplicity, level, omp_threads, timeout_s)
+
+    def calculator(self, charge: int, multiplicity: int, level: PySCFLevel) -> Calculator:
+        """A :class:`PySCFCalculator` at ``level``."""
+        return PySCFCalculator(charge, multiplicity, level)
+
+    def warm(self) -> None:
+        """Import PySCF (the first label on a worker should not pay it)."""
+        import pyscf  # noqa: F401

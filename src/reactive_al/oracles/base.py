@@ -1,0 +1,144 @@
+"""The oracle interface: one small protocol every QM program implements, and its registry.
+
+A program is one module: a frozen settings dataclass (its level of theory, defaults written
+there once), an :class:`Oracle` subclass (input check, version, single point, ASE calculator,
+warm-up) and a :func:`register_oracle` call. The YAML key ``program:`` of a level of theory is
+the registry key, so adding a QM program adds no ``if`` anywhere else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from importlib.metadata import version as dist_version
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+from ase import Atoms
+from ase.calculators.calculator import Calculator
+
+#: Failure categories recorded for a structure that could not be labeled.
+FAILURE_CATEGORIES = ("scf_not_converged", "geometry_invalid", "timeout", "exception")
+
+
+class OracleError(RuntimeError):
+    """A QM calculation that produced no usable label."""
+
+    def __init__(self, category: str, message: str):
+        super().__init__(f"{category}: {message}")
+        self.category = category
+        self.message = message
+
+
+@runtime_checkable
+class Level(Protocol):
+    """A level of theory: the settings of one program that change a label's value."""
+
+    program: ClassVar[str]
+
+    @property
+    def name(self) -> str:
+        """Short name for provenance and TorchANI (e.g. ``b3lyp-6-31+g*``)."""
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain-dict form with ``program`` (cache keys, provenance, MLflow, Dask workers)."""
+
+
+class Oracle:
+    """A QM program behind one interface; subclass, set the class attributes, register it.
+
+    ``program`` is the YAML name, ``level_class`` the frozen settings dataclass (its fields are
+    the accepted YAML keys besides ``program``) and ``distribution`` the installed package
+    whose version enters every cache key.
+    """
+
+    program: ClassVar[str]
+    level_class: ClassVar[type]
+    distribution: ClassVar[str]
+
+    def check(self, level: Any, symbols: list[str] | None, where: str) -> None:
+        """Raise ``SystemDefinitionError`` for settings the program cannot use.
+
+        The message is one line starting with ``where``; ``symbols`` are the system's elements
+        (None: not known yet, skip element checks).
+        """
+
+    def version(self) -> str:
+        """Installed version of the program (part of the label cache key)."""
+        return dist_version(self.distribution)
+
+    def single_point(
+        self, atoms: Atoms, charge: int, multiplicity: int, level: Any,
+        omp_threads: int | None = None, timeout_s: float | None = None,
+    ) -> dict[str, Any]:
+        """Energy (eV), forces (eV/Å) and a ``provenance`` dict for a molecule.
+
+        Raises :class:`OracleError` when no usable label is produced; ``timeout_s`` in s.
+        """
+        raise NotImplementedError
+
+    def calculator(self, charge: int, multiplicity: int, level: Any) -> Calculator:
+        """An ASE calculator at ``level`` (energies in eV, forces in eV/Å), e.g. an MD driver."""
+        raise NotImplementedError
+
+    def warm(self) -> None:
+        """Pay the program's import cost now (run once on every Dask worker)."""
+
+
+#: Registered oracles keyed by the ``program:`` name of a level of theory.
+ORACLES: dict[str, Oracle] = {}
+
+
+def register_oracle(oracle: Oracle | type[Oracle]):
+    """Register an oracle under its ``program`` name; returns its argument.
+
+    Takes an instance or a class (instantiated once), so it also works as a class decorator.
+    """
+    instance = oracle() if isinstance(oracle, type) else oracle
+    ORACLES[instance.program] = instance
+    return oracle
+
+
+def get_oracle(program: str) -> Oracle:
+    """The registered oracle of ``program``; :class:`OracleError` if there is none."""
+    try:
+        return ORACLES[program]
+    except KeyError:
+        raise OracleError("exception", f"unknown QM program '{program}' "
+                          f"(registered: {', '.join(sorted(ORACLES))})") from None
+
+
+def parse_level(spec: Mapping[str, Any] | Level, where: str,
+                symbols: list[str] | None = None) -> Level:
+    """Turn a ``level_of_theory`` mapping (``program:`` default ``pyscf``) into its level object.
+
+    A level object is returned unchanged. Raises ``SystemDefinitionError`` with a one-line
+    message starting with ``where`` for an unknown program, unknown keys, values of the wrong
+    type, or settings the program rejects (e.g. a basis without functions for one of
+    ``symbols``).
+    """
+    from reactive_al.systems import SystemDefinitionError
+
+    if not isinstance(spec, Mapping):
+        return spec
+    settings = dict(spec)
+    program = str(settings.pop("program", "pyscf"))
+    oracle = ORACLES.get(program)
+    if oracle is None:
+        raise SystemDefinitionError(f"{where}: unknown program '{program}' "
+                                    f"(registered: {', '.join(sorted(ORACLES))})")
+    fields = {f.name for f in dataclasses.fields(oracle.level_class)}
+    unknown = set(settings) - fields
+    if unknown:
+        raise SystemDefinitionError(
+            f"{where}: unknown setting(s) {sorted(unknown)} for program '{program}' "
+            f"(known: {', '.join(sorted(fields))})")
+    try:
+        level = oracle.level_class(**settings)
+    except (TypeError, ValueError) as exc:
+        raise SystemDefinitionError(f"{where}: {str(exc).splitlines()[0]}") from exc
+    oracle.check(level, symbols, where)
+    return level
+
+
+__all__ = ["FAILURE_CATEGORIES", "ORACLES", "Level", "Oracle", "OracleError", "get_oracle",
+           "parse_level", "register_oracle"]

@@ -1,0 +1,120 @@
+"""GFN-xTB through tblite: a cheap oracle with the same interface as the PySCF one.
+
+For exploration warm-up, thermal MD drivers, tuning and tests; install with
+``pip install -e ".[xtb]"``. tblite is imported only inside calls, so importing this module
+(which registers ``program: xtb``) is cheap. Method names are lower case everywhere
+(``gfn2-xtb``); tblite's spelling (``GFN2-xTB``) stays in this module.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+from ase import Atoms
+from ase.calculators.calculator import Calculator
+
+from reactive_al.oracles.base import Oracle, OracleError, register_oracle
+
+#: Our method names → tblite's.
+_METHODS = {"gfn2-xtb": "GFN2-xTB", "gfn1-xtb": "GFN1-xTB", "ipea1-xtb": "IPEA1-xTB"}
+
+
+@dataclass(frozen=True)
+class XTBLevel:
+    """A GFN-xTB level of theory; ``method``: ``gfn2-xtb``, ``gfn1-xtb`` or ``ipea1-xtb``."""
+
+    program: ClassVar[str] = "xtb"
+    method: str = "gfn2-xtb"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "method", str(self.method).lower())
+
+    @property
+    def name(self) -> str:
+        """Short name used in provenance and by TorchANI (the method)."""
+        return self.method
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain-dict form (cache keys, provenance, MLflow, Dask workers)."""
+        return {"program": "xtb", "method": self.method}
+
+
+def _tblite(charge: int, multiplicity: int, method: str):
+    try:
+        from tblite.ase import TBLite
+    except ImportError as exc:
+        raise OracleError("exception", "tblite is not installed (pip install '.[xtb]')") from exc
+    if method not in _METHODS:
+        raise OracleError("exception", f"unknown xTB method '{method}' ({sorted(_METHODS)})")
+    return TBLite(method=_METHODS[method], charge=float(charge),
+                  multiplicity=int(multiplicity), verbosity=0)
+
+
+def xtb_single_point(
+    atoms: Atoms,
+    charge: int,
+    multiplicity: int,
+    level: XTBLevel | None = None,
+    omp_threads: int | None = None,
+    timeout_s: float | None = None,
+) -> dict[str, Any]:
+    """Energy (eV) and forces (eV/Å) from tblite; raises :class:`OracleError` on failure.
+
+    ``level`` defaults to :class:`XTBLevel` (GFN2-xTB); ``timeout_s`` (s) is checked after the
+    calculation; ``omp_threads`` is set by the worker's environment.
+    """
+    level = level or XTBLevel()
+    calc = _tblite(charge, multiplicity, level.method)
+    start = time.perf_counter()
+    mol = atoms.copy()
+    mol.pbc = False
+    mol.calc = calc
+    try:
+        energy = float(mol.get_potential_energy())
+        forces = np.asarray(mol.get_forces())
+    except Exception as exc:  # tblite raises a generic exception when SCC does not converge
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        category = "scf_not_converged" if "converge" in msg.lower() else "exception"
+        raise OracleError(category, msg) from exc
+    wall = time.perf_counter() - start
+    if timeout_s and wall > timeout_s:
+        raise OracleError("timeout", f"xTB took {wall:.1f} s > {timeout_s} s")
+    return {"energy": energy, "forces": forces, "provenance": {
+        "qm_program": "tblite", "qm_version": XTBOracle().version(), "qm_method": level.method,
+        "qm_converged": True, "qm_wall_time_s": round(wall, 3)}}
+
+
+@register_oracle
+class XTBOracle(Oracle):
+    """GFN-xTB tight binding with tblite (``program: xtb``)."""
+
+    program = "xtb"
+    level_class = XTBLevel
+    distribution = "tblite"
+
+    def check(self, level: XTBLevel, symbols: list[str] | None, where: str) -> None:
+        """Reject a method tblite does not offer."""
+        from reactive_al.systems import SystemDefinitionError
+
+        if level.method not in _METHODS:
+            raise SystemDefinitionError(f"{where}: unknown xTB method '{level.method}' "
+                                        f"({', '.join(_METHODS)})")
+
+    def single_point(self, atoms: Atoms, charge: int, multiplicity: int, level: XTBLevel,
+                     omp_threads: int | None = None,
+                     timeout_s: float | None = None) -> dict[str, Any]:
+        """See :func:`xtb_single_point` (energy eV, forces eV/Å, timeout s)."""
+        return xtb_single_point(atoms, charge, multiplicity, level, omp_threads, timeout_s)
+
+    def calculator(self, charge: int, multiplicity: int, level: XTBLevel) -> Calculator:
+        """The tblite ASE calculator at ``level`` (give it molecules with ``pbc=False``)."""
+        return _tblite(charge, multiplicity, level.method)
+
+    def warm(self) -> None:
+        """Import tblite if it is installed."""
+        with contextlib.suppress(ImportError):
+            import tblite.ase  # noqa: F401
