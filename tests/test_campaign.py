@@ -168,7 +168,7 @@ def test_resume_reruns_only_missing_iterations(project):
     assert (data / "08_reporting/report.md").exists()
     log = " ".join((result.stderr + result.stdout).split())
     # evaluate + summarize of the last iteration, learning curve, publish, report
-    assert "Running 5 out of 17 nodes" in log
+    assert "Running 5 out of 18 nodes" in log
 
 
 @pytest.mark.parametrize("name", ["training", "selection", "evaluation"])

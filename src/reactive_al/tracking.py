@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from ase import Atoms
 
 from reactive_al.models import Committee
+from reactive_al.nested import flatten
 
 if TYPE_CHECKING:
     import mlflow
@@ -56,16 +57,10 @@ def nested_run(
             mlflow.start_run(run_id=parent.info.run_id)
 
 
-def _numeric(d: dict[str, Any], prefix: str = "") -> dict[str, float]:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, bool):
-            continue
-        if isinstance(v, int | float) and math.isfinite(v):
-            out[f"{prefix}{k}"] = float(v)
-        elif isinstance(v, dict):
-            out.update(_numeric(v, f"{prefix}{k}."))
-    return out
+def _numeric(d: dict[str, Any]) -> dict[str, float]:
+    """Finite numbers of a nested dict under dotted keys (what MLflow accepts as metrics)."""
+    return {k: float(v) for k, v in flatten(d, sep=".").items()
+            if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)}
 
 
 def log_iteration_run(
