@@ -6,7 +6,7 @@ export KEDRO_DISABLE_TELEMETRY := true
 export TORCHANI_NO_WARN_EXTENSIONS := 1
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: install run resume test lint bench benchmark notebook mlflow-ui clean-campaign
+.PHONY: install run resume test lint bench benchmark notebook viz mlflow-ui clean-campaign
 SYSTEM ?= sn2_cl_ch3cl
 PARALLEL ?= 2
 
@@ -42,6 +42,10 @@ benchmark: install
 
 notebook: install
 	$(BIN)/kedro jupyter lab
+
+## The pipelines in the browser (kedro-viz, http://127.0.0.1:4141); AL iterations collapse.
+viz: install
+	$(BIN)/kedro viz run
 
 mlflow-ui: install
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db

@@ -75,9 +75,41 @@ def make_cluster(cfg: LabelingConfig, n_jobs: int):
         )
     if cfg.scheduler == "slurm":
         cluster = slurm_cluster(cfg)
-        cluster.scale(jobs=min(cfg.n_workers, n_jobs))
+        jobs = min(cfg.n_workers, n_jobs)
+        cluster.scale(jobs=jobs)
+        keep_jobs_submitted(cluster, jobs)
         return cluster
     return None
+
+
+#: seconds between checks that every Slurm job of a cluster is still queued or running
+SLURM_RESUBMIT_INTERVAL_S = 5.0
+
+
+def keep_jobs_submitted(cluster, jobs: int, interval_s: float = SLURM_RESUBMIT_INTERVAL_S) -> None:
+    """Resubmit the Slurm jobs of ``cluster`` that ended (scancel, walltime, preemption).
+
+    A ``SLURMCluster`` scaled once forgets a lost worker after
+    ``distributed.deploy.lost-worker-timeout`` but never submits a job in its place, so a batch
+    whose jobs have all ended would wait forever. Every ``interval_s`` this re-scales the
+    cluster to ``jobs`` when one is missing; Dask reruns the labels that were in flight there.
+    """
+    from distributed.core import Status
+    from tornado.ioloop import PeriodicCallback
+
+    def check() -> None:
+        missing = set(cluster.worker_spec) - set(cluster.workers)
+        if cluster.status == Status.running and missing:
+            log.warning("resubmitting %d Slurm job(s) that ended: %s", len(missing),
+                        ", ".join(map(str, sorted(missing, key=str))))
+            cluster.scale(jobs=jobs)
+
+    def install() -> None:
+        pc = PeriodicCallback(check, interval_s * 1000)
+        cluster.periodic_callbacks["reactive-al-resubmit"] = pc  # stopped by cluster.close()
+        pc.start()
+
+    cluster.loop.add_callback(install)
 
 
 def slurm_cluster(cfg: LabelingConfig):
@@ -140,7 +172,16 @@ def _run_parallel(jobs: dict[str, Atoms], cfg: LabelingConfig):
     futures = {client.submit(compute_label, *a, pure=False): k for k, a in args.items()}
     try:
         for fut in as_completed(futures):
-            yield futures[fut], fut.result()
+            key = futures.pop(fut)
+            try:
+                record = fut.result()
+            except Exception as exc:  # the worker died (e.g. KilledWorker): not the label's fault
+                first = str(exc).splitlines()[0] if str(exc) else ""
+                record = {"status": "failed", "category": "exception", "transient": True,
+                          "message": f"{type(exc).__name__}: {first}"}
+            # a finished label must not be recomputed if its worker is lost later
+            fut.release()
+            yield key, record
     finally:
         client.cancel(list(futures))
 
@@ -237,7 +278,8 @@ def label_structures(
                  len(jobs), n_hits, cfg.level.as_dict(), cfg.scheduler)
         bar = tqdm(total=len(jobs), desc="QM labels", disable=not cfg.progress, leave=False)
         for key, record in _run_parallel(jobs, cfg):
-            cache.put(key, jobs[key], record)
+            if not record.get("transient"):  # a lost worker is retried on the next run
+                cache.put(key, jobs[key], record)
             records[key] = record
             bar.update(1)
         bar.close()
