@@ -37,8 +37,11 @@ bench: install
 	$(BIN)/python benchmarks/labeling.py
 
 ## Query methods compared on one system: data/08_reporting/benchmark_$(SYSTEM).json + plots.
+## Optional: SEEDS=3 (replicate seeds), LEVEL=xtb (benchmark_$(SYSTEM)_xtb.json), ITERATIONS, BATCH_SIZE.
 benchmark: install
-	$(BIN)/reactive-al benchmark --system $(SYSTEM) --parallel $(PARALLEL)
+	$(BIN)/reactive-al benchmark --system $(SYSTEM) --parallel $(PARALLEL) \
+	  $(if $(SEEDS),--seeds $(SEEDS)) $(if $(LEVEL),--level $(LEVEL)) \
+	  $(if $(ITERATIONS),--iterations $(ITERATIONS)) $(if $(BATCH_SIZE),--batch-size $(BATCH_SIZE))
 
 notebook: install
 	$(BIN)/kedro jupyter lab

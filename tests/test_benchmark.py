@@ -11,13 +11,26 @@ from ase.io import read
 
 from reactive_al import __main__ as cli
 from reactive_al.benchmark import (
+    _check_budget,
     _flatten,
     _param_arg,
+    budget_overrides,
     campaign_catalog,
+    campaign_params,
+    comparison_name,
     report_only,
+    seed_root,
     write_comparison,
 )
-from reactive_al.evaluation.comparison import labels_to_reach, markdown_summary
+from reactive_al.evaluation.comparison import (
+    aggregate_seeds,
+    labels_to_reach,
+    learning_curve_bands,
+    markdown_summary,
+    method_result,
+    seed_overrides,
+    spread,
+)
 
 PROJECT = Path(__file__).resolve().parents[1]
 ROOT = Path("data/benchmark/toy")
@@ -191,3 +204,223 @@ def test_console_script_without_subcommand_is_kedro_run(monkeypatch):
     cli.main()
     assert calls[0][1]["args"] == ["--pipelines", "training"]
     assert "args" not in calls[1][1]  # kedro run reads sys.argv itself, as before
+
+
+# --- replicate seeds, levels, budgets -------------------------------------------------------
+
+N_LABELS = [16, 24, 32]
+OFFSETS = {0: -0.02, 1: 0.0, 2: 0.02}  # three seeds: the same line shifted up and down
+
+
+def _linear_result(maes, wall=None, thermal=None):
+    """A finished campaign's method_result from a learning curve of force MAEs (eV/Å)."""
+    table = pd.DataFrame({"n_labels": N_LABELS, "test/force_mae_ev_per_a": maes,
+                          "test/path/force_mae_ev_per_a": maes,
+                          "test/thermal_300K/force_mae_ev_per_a": thermal or maes,
+                          "test/energy_mae_mev_per_atom": [10 * m for m in maes]})
+    res = method_result(table, True, [])
+    res["wall_time_s"] = wall
+    return res
+
+
+def _three_seeds():
+    by_seed = {}
+    for s, off in OFFSETS.items():
+        by_seed[s] = {
+            "random": _linear_result([0.30 + off, 0.20 + off, 0.10 + off], wall=100.0 * (s + 1)),
+            "smart": _linear_result([0.30 + off, 0.10 + off, 0.05 + off], wall=60.0)}
+    return by_seed
+
+
+def test_seed_aggregation_of_linear_curves_has_the_known_statistics():
+    agg = aggregate_seeds(_three_seeds())
+    rnd = agg["methods"]["random"]
+    assert rnd["seeds"] == [0, 1, 2] and rnd["n_labels"] == N_LABELS
+    mae = rnd["curves"]["force_mae_ev_per_a"]
+    assert mae["mean"] == pytest.approx([0.30, 0.20, 0.10])
+    assert mae["std"] == pytest.approx([0.02, 0.02, 0.02])  # ddof=1 of (-0.02, 0, +0.02)
+    assert mae["min"] == pytest.approx([0.28, 0.18, 0.08])
+    assert mae["max"] == pytest.approx([0.32, 0.22, 0.12])
+    assert mae["n"] == [3, 3, 3]
+    assert mae["per_seed"]["2"] == pytest.approx([0.32, 0.22, 0.12])
+    # per subset and energy, the same statistics
+    assert rnd["curves"]["thermal_300K_force_mae_ev_per_a"]["mean"] == pytest.approx(mae["mean"])
+    assert rnd["curves"]["energy_mae_mev_per_atom"]["std"] == pytest.approx([0.2] * 3)
+    assert rnd["final"]["force_mae_ev_per_a"]["mean"] == pytest.approx(0.10)
+    wall = rnd["wall_time_s"]
+    assert wall["per_seed"] == {"0": 100.0, "1": 200.0, "2": 300.0}
+    assert (wall["mean"], wall["std"], wall["min"], wall["max"]) == pytest.approx(
+        (200.0, 100.0, 100.0, 300.0))
+
+
+def test_labels_to_reach_random_mean_final_error_per_seed_with_spread():
+    agg = aggregate_seeds(_three_seeds())
+    assert agg["reference_mean_final_force_mae_ev_per_a"] == pytest.approx(0.10)
+    need = agg["methods"]["smart"]["labels_to_reach_reference_final"]
+    # smart's seeds cross 0.10 at 16 + 8 * 0.18/0.20, exactly 24, and 24 + 8 * 0.02/0.05
+    per_seed = [16 + 8 * 0.9, 24.0, 24 + 8 * 0.4]
+    assert [need["per_seed"][str(s)] for s in OFFSETS] == pytest.approx(per_seed)
+    assert need["mean"] == pytest.approx(np.mean(per_seed))
+    assert need["std"] == pytest.approx(np.std(per_seed, ddof=1))
+    assert (need["min"], need["max"], need["n"]) == pytest.approx((23.2, 27.2, 3))
+    frac = agg["methods"]["smart"]["acquired_fraction_of_reference"]
+    assert frac["mean"] == pytest.approx((np.mean(per_seed) - 16) / 16)
+    # random's seeds against their own mean: seed 0 gets below it before 32 labels, seed 2
+    # never (left out of the statistics)
+    rnd = agg["methods"]["random"]["labels_to_reach_reference_final"]
+    assert rnd["per_seed"]["0"] == pytest.approx(24 + 8 * 0.08 / 0.1)
+    assert rnd["per_seed"]["2"] is None and rnd["n"] < 3
+
+
+def test_one_seed_has_no_std_and_missing_values_are_left_out():
+    assert spread({0: 1.0})["std"] is None
+    st = spread({0: 1.0, 1: None, 2: float("nan"), 3: 3.0})
+    assert (st["n"], st["mean"], st["std"]) == pytest.approx((2, 2.0, np.sqrt(2)))
+    assert st["per_seed"] == {"0": 1.0, "1": None, "2": None, "3": 3.0}
+    agg = aggregate_seeds({0: _three_seeds()[0]})
+    assert agg["methods"]["smart"]["curves"]["force_mae_ev_per_a"]["std"] == [None] * 3
+    panels, bands = learning_curve_bands(agg)
+    assert bands == {} and list(panels["test force MAE (eV/Å)"]) == ["random", "smart"]
+
+
+def test_bands_are_mean_plus_minus_std_and_drawn():
+    from matplotlib.collections import PolyCollection
+
+    from reactive_al.evaluation import plots
+
+    panels, bands = learning_curve_bands(aggregate_seeds(_three_seeds()))
+    n, lo, hi = bands["test force MAE (eV/Å)"]["random"]
+    assert n == N_LABELS and lo == pytest.approx([0.28, 0.18, 0.08])
+    assert hi == pytest.approx([0.32, 0.22, 0.12])
+    fig = plots.learning_curves(panels, bands=bands)
+    shaded = [c for c in fig.axes[0].collections if isinstance(c, PolyCollection)]
+    assert len(shaded) == 2  # one band per method
+
+
+def test_seed_parameters_are_derived_per_seed_and_seed_0_keeps_the_defaults():
+    from reactive_al.nested import get_path
+    from reactive_al.settings import load_parameters
+
+    params = load_parameters(PROJECT)
+    names = params["benchmark"]["seed_parameters"]
+    assert {"data_engineering.seed", "training.fit.seed", "selection.seed"} <= set(names)
+    assert seed_overrides(params, 0, names) == {}
+    one, two = seed_overrides(params, 1, names), seed_overrides(params, 2, names)
+    assert set(one) == set(two) == set(names)
+    for name in names:
+        assert one[name] != two[name] != get_path(params, name, 0)
+        assert 0 <= one[name] < 2**31
+    assert len(set(one.values())) == len(names)  # no two parameters share a stream
+    assert seed_overrides(params, 1, names) == one  # deterministic
+
+
+def test_seed_0_runs_with_todays_parameters_and_other_seeds_share_test_set(project):
+    from reactive_al.settings import load_parameters
+
+    params = load_parameters(project)
+    root = Path("data/benchmark/sn2_cl_ch3cl")
+    stage = campaign_params(params, "sn2_cl_ch3cl", root, 0)
+    assert stage == {"system": "sn2_cl_ch3cl", "data_root": str(root), "seed_root": str(root)}
+    run = campaign_params(params, "sn2_cl_ch3cl", root, 0, "random")
+    assert run == {**stage, "campaign_root": str(root / "random"),
+                   "selection.strategy": "random"}
+    run1 = campaign_params(params, "sn2_cl_ch3cl", root, 1, "random")
+    assert run1["data_root"] == str(root) and run1["seed_root"] == str(root / "seed_1")
+    assert run1["campaign_root"] == str(root / "seed_1/random")
+    assert run1["selection.seed"] != params["selection"]["seed"]
+
+    def where(seed, name):
+        ds = campaign_catalog(project, root, "random", seed=seed).get(name)
+        return Path(ds._describe()["filepath"])
+
+    for name in ("test_set", "reference_path", "reference_path_stats", "test_label_failures"):
+        assert where(0, name) == where(1, name) == project / root / where(0, name).relative_to(
+            project / root)
+    for name in ("initial_pool", "labeled_set_0", "iter_00.metrics", "iter_00.committee",
+                 "initial_label_failures", "md_seeds"):
+        assert where(1, name) == project / root / "seed_1" / where(0, name).relative_to(
+            project / root)
+    assert where(1, "learning_curve").is_relative_to(project / root / "seed_1/random")
+    # a plain `kedro run` keeps everything under data/
+    default = campaign_catalog(project, Path("data"))
+    assert default.get("labeled_set_0")._describe()["filepath"].endswith(
+        "data/03_primary/labeled_set_0.extxyz")
+
+
+def test_level_override_replaces_the_whole_level_of_theory(project):
+    from omegaconf import OmegaConf
+
+    from reactive_al.oracles import parse_level
+    from reactive_al.oracles.xtb import XTBLevel
+    from reactive_al.settings import config_loader, load_parameters
+
+    params = load_parameters(project)
+    root = Path("data/benchmark") / comparison_name("sn2_cl_ch3cl", "xtb")
+    assert root.name == "sn2_cl_ch3cl_xtb" and comparison_name("sn2_cl_ch3cl") == "sn2_cl_ch3cl"
+    args = campaign_params(params, "sn2_cl_ch3cl", root, 0, "committee", level="xtb")
+    # what `kedro run --params` makes of the argument string
+    runtime = OmegaConf.to_container(OmegaConf.from_dotlist(_param_arg(args).split(",")))
+    resolved = config_loader(project, None, runtime)["parameters"]
+    spec = resolved["systems"]["sn2_cl_ch3cl"]
+    assert spec["level_of_theory"] == {"program": "xtb", "method": "gfn2-xtb"}
+    assert spec["charge"] == -1  # the rest of the system as it is
+    level = parse_level(spec["level_of_theory"], "test", ["Cl", "C", "H"])
+    assert isinstance(level, XTBLevel) and level.method == "gfn2-xtb"
+    assert resolved["selection"]["uncertainty"]["method"] == "committee"
+    with pytest.raises(ValueError, match="unknown level 'dft9'"):
+        campaign_params(params, "sn2_cl_ch3cl", root, 0, level="dft9")
+
+
+def test_budget_comes_from_the_arguments_else_the_benchmark_parameters(project):
+    params = {"benchmark": {"budget": {"n_iterations": 16, "batch_size": None}},
+              "active_learning": {"n_iterations": 5}, "selection": {"batch_size": 8}}
+    assert budget_overrides(params) == {"active_learning.n_iterations": 16}
+    assert budget_overrides(params, 4, 2) == {"active_learning.n_iterations": 4,
+                                              "selection.batch_size": 2}
+    (project / ROOT).mkdir(parents=True)
+    _check_budget(project, ROOT, params, budget_overrides(params))
+    assert json.loads((project / ROOT / "budget.json").read_text()) == {"n_iterations": 16,
+                                                                        "batch_size": 8}
+    _check_budget(project, ROOT, params, budget_overrides(params))  # the same: fine
+    with pytest.raises(ValueError, match="budget"):
+        _check_budget(project, ROOT, params, budget_overrides(params, batch_size=4))
+
+
+def test_comparison_over_seeds_writes_aggregate_bands_and_table(project):
+    maes = {"random": [0.30, 0.20, 0.10], "committee": [0.30, 0.10, 0.05]}
+    for s, off in OFFSETS.items():
+        for method, m in maes.items():
+            # saved at <root>/<method> with root = the seed's directory
+            _campaign(project, method, [v + off for v in m], root=seed_root(ROOT, s))
+        sroot = project / seed_root(ROOT, s)
+        (sroot / "wall_time_s.json").write_text(json.dumps({"random": 10.0 + s, "committee": 5.0}))
+    assert campaign_catalog(project, ROOT, "committee", seed=2).exists("learning_curve")
+    out = report_only("toy", project)  # finds the seed directories
+    assert out["seeds"] == [0, 1, 2] and set(out["by_seed"]) == {"0", "1", "2"}
+    assert out["methods"] == out["by_seed"]["0"]  # the first seed, as a single-seed report
+    qbc = out["aggregate"]["methods"]["committee"]
+    assert qbc["curves"]["force_mae_ev_per_a"]["std"] == pytest.approx([0.02] * 3)
+    assert qbc["wall_time_s"]["per_seed"] == {"0": 5.0, "1": 5.0, "2": 5.0}
+    assert out["aggregate"]["methods"]["random"]["wall_time_s"]["per_seed"]["2"] == 12.0
+    saved = json.loads((project / "data/08_reporting/benchmark_toy.json").read_text())
+    assert saved == json.loads(json.dumps(out))
+    assert "## Over seeds 0, 1, 2" in markdown_summary(out)
+    assert "0.050 ± 0.020 [0.030, 0.070] (n=3)" in markdown_summary(out)
+    assert (project / "data/08_reporting/benchmark_toy_learning_curves.png").exists()
+    # two seeds only, and a level: its own report name
+    out = write_comparison("toy", project, ROOT, ["random", "committee"],
+                           {"random": {}, "committee": {}}, {}, seeds=[0, 1], level="xtb")
+    assert out["name"] == "toy_xtb" and out["level_of_theory"] == {"program": "xtb",
+                                                                    "method": "gfn2-xtb"}
+    assert out["aggregate"]["methods"]["committee"]["seeds"] == [0, 1]
+    assert (project / "data/08_reporting/benchmark_toy_xtb.json").exists()
+
+
+def test_cli_has_seed_level_and_budget_options(capsys):
+    from reactive_al.benchmark import main
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    usage = capsys.readouterr().out
+    for flag in ("--seeds", "--level", "--iterations", "--batch-size"):
+        assert flag in usage

@@ -193,6 +193,22 @@ def test_broken_system_stops_with_one_line_and_keeps_data(project, tmp_path):
     assert labeled.read_bytes() == before
 
 
+def test_unknown_strategy_stops_with_one_line_before_any_node(project):
+    selected = project / "data/05_model_input/selected.extxyz"
+
+    def state():
+        return selected.stat().st_mtime if selected.exists() else None
+
+    before = state()
+    result = kedro(project, "--pipelines", "selection", "--params", "selection.strategy=best")
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("reactive_al: conf/base/parameters_selection.yml: selection.strategy")
+    assert "'best'" in last and "top_k" in last
+    assert state() == before
+
+
 def test_notebook_runs_on_the_campaign_catalog(project, monkeypatch):
     import matplotlib
 
@@ -214,17 +230,21 @@ def test_notebook_runs_on_the_campaign_catalog(project, monkeypatch):
 
 
 def test_benchmark_runs_each_method_on_the_same_test_set_and_budget(project):
+    import numpy as np
+
     env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "true", "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
         [sys.executable, "-m", "reactive_al.benchmark", "--system", "h3_exchange",
-         "--methods", "random,committee", "--parallel", "2"], cwd=project, env=env,
-        capture_output=True, text=True, timeout=900)
+         "--methods", "random,committee", "--parallel", "2", "--seeds", "2",
+         "--batch-size", "3"], cwd=project, env=env,
+        capture_output=True, text=True, timeout=1500)
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     out = json.loads((project / "data/08_reporting/benchmark_h3_exchange.json").read_text())
     assert set(out["methods"]) == {"random", "committee"}
+    assert out["seeds"] == [0, 1] and out["budget"] == {"n_iterations": 2, "batch_size": 3}
     rnd, qbc = out["methods"]["random"], out["methods"]["committee"]
     assert rnd["labels_initial"] == qbc["labels_initial"] == 8
-    assert 0 < rnd["labels_acquired"] <= 4 and 0 < qbc["labels_acquired"] <= 4
+    assert 0 < rnd["labels_acquired"] <= 3 and 0 < qbc["labels_acquired"] <= 3
     assert rnd["curve"]["n_labels"][0] == 8 and len(rnd["curve"]["n_labels"]) == 2
     # iteration 0 is shared: both curves start from the same committee and test set
     assert rnd["curve"]["force_mae_ev_per_a"][0] == qbc["curve"]["force_mae_ev_per_a"][0]
@@ -243,5 +263,24 @@ def test_benchmark_runs_each_method_on_the_same_test_set_and_budget(project):
     picked = read(root / "random/03_primary/iter_00/new_labels.extxyz", index=":")
     assert {a.info["selected_by"].split("/")[0] for a in picked} == {"random"}
     assert (project / "data/08_reporting/benchmark_h3_exchange_learning_curves.png").exists()
+    # seed 1: its own initial pool and iteration 0, the same test set and reference path
+    seed1 = root / "seed_1"
+    assert not (seed1 / "03_primary/test_set.extxyz").exists()
+    assert not (seed1 / "03_primary/reference_path.extxyz").exists()
+    pool0, pool1 = (read(r / "03_primary/labeled_set_0.extxyz", index=":") for r in (root, seed1))
+    assert len(pool0) == len(pool1) and not all(
+        np.allclose(a.positions, b.positions) for a, b in zip(pool0, pool1, strict=True))
+    by_seed = out["by_seed"]
+    assert by_seed["0"]["random"] == rnd and set(by_seed["1"]) == {"random", "committee"}
+    assert (by_seed["1"]["random"]["curve"]["force_mae_ev_per_a"][0]
+            == by_seed["1"]["committee"]["curve"]["force_mae_ev_per_a"][0])
+    assert by_seed["1"]["random"]["curve"]["force_mae_ev_per_a"][0] != \
+        rnd["curve"]["force_mae_ev_per_a"][0]
+    agg = out["aggregate"]["methods"]["random"]
+    mae = agg["curves"]["force_mae_ev_per_a"]
+    assert agg["seeds"] == [0, 1] and mae["n"] == [2, 2]
+    assert mae["mean"][0] == pytest.approx(np.mean([s[0] for s in mae["per_seed"].values()]))
+    assert mae["std"][0] > 0 and agg["wall_time_s"]["n"] == 2
+    assert json.loads((seed1 / "wall_time_s.json").read_text())["committee"] > 0
     # the campaign under data/ is untouched by the benchmark
     assert (project / "data/03_primary/labeled_set.extxyz").exists()

@@ -193,3 +193,19 @@ def test_estimator_is_fitted_once_for_selection_and_once_for_evaluation(h3, monk
     assert counts == {"estimator": 2, "gradient_features": 2}
     assert "calibration/gf_energy_spearman" in metrics
     assert set(products["calibration_curves"]) == {"force", "energy", "gf_energy"}
+
+
+@pytest.mark.parametrize("override, key", [
+    ({"strategy": "best"}, "selection.strategy"),
+    ({"uncertainty": {"method": "gp"}}, "selection.uncertainty.method"),
+    ({"criterion": "dipole"}, "selection.criterion"),
+    ({"batch_size": -2}, "selection.batch_size"),
+    ({"samplers": {"metadynamics": {"enabled": True}}}, "unknown sampler"),
+])
+def test_selection_block_is_checked_against_the_registries(override, key):
+    from reactive_al.selection import check_selection
+
+    check_selection(copy.deepcopy(SELECTION))  # the shipped block is valid
+    with pytest.raises(ValueError, match="parameters_selection.yml") as err:
+        check_selection({**copy.deepcopy(SELECTION), **override})
+    assert key in str(err.value) and "\n" not in str(err.value)

@@ -1,24 +1,23 @@
 """Compare query methods on one system: same pipeline, same oracle, same label budget.
 
-``reactive-al benchmark --system sn2_cl_ch3cl`` (or ``python -m reactive_al.benchmark``, or
-``make benchmark SYSTEM=sn2_cl_ch3cl``) runs the ``__default__`` campaign once per method
-listed under ``benchmark.methods`` (``conf/base/parameters_benchmark.yml``), each as a real
-``kedro run`` with that method's parameter overrides. The reference path, the pools, the test
-set, the initial labels and iteration 0 are shared under ``data/benchmark/<system>/``; each method
-writes its own iterations under ``data/benchmark/<system>/<method>/``. QM labels are shared
-through the label cache, so a structure two methods both select is computed once.
+``reactive-al benchmark --system sn2_cl_ch3cl [--seeds 3] [--level xtb] [--iterations 16
+--batch-size 8]`` (or ``python -m reactive_al.benchmark``, or ``make benchmark SYSTEM=...
+SEEDS=3 LEVEL=xtb``) runs the ``__default__`` campaign once per method of ``benchmark.methods``
+(``conf/base/parameters_benchmark.yml``) and replicate seed, each a real ``kedro run`` with that
+method's and seed's parameter overrides. Under ``data/benchmark/<name>/`` (``<system>``, or
+``<system>_<level>`` with ``--level``): the QM reference path and the test set (every seed);
+the pools, initial labels and iteration 0 of seed 0 (seed s: ``seed_<s>/``); each method's
+iterations in ``<method>/`` below its seed. QM labels are shared through the label cache.
 Interrupted comparisons resume (``--only-missing-outputs``).
 
-The result is ``data/08_reporting/benchmark_<system>.json`` (per method: labels, test errors
-per iteration, barrier errors against the QM NEB, calibration, MD stability, Ramachandran
-coverage for systems with ``reporting: {ramachandran: true}`` in ``parameters_systems.yml``,
-wall time) plus learning-curve and coverage plots.
+The result is ``data/08_reporting/benchmark_<name>.json`` (per method and seed: labels, test
+errors per iteration, barrier errors against the QM NEB, calibration, MD stability,
+Ramachandran coverage for systems with ``reporting: {ramachandran: true}``, wall time; over
+seeds: mean, std, min, max) plus the markdown table and learning-curve and coverage plots.
 
-This driver is the one place outside ``pipelines/`` that uses Kedro: it launches the runs and
-reads each campaign's results through the project's catalog (``learning_curve``,
-``iter_NN.summary``, ``labeled_set_{k}``, ``iter_NN.candidates`` ... with the campaign's
-``data_root`` / ``campaign_root``); the comparison itself is
-:mod:`reactive_al.evaluation.comparison`.
+This driver uses Kedro (outside ``pipelines/``): it launches the runs and reads each campaign's
+results through the project's catalog with the campaign's ``data_root`` / ``seed_root`` /
+``campaign_root``; the comparison itself is :mod:`reactive_al.evaluation.comparison`.
 """
 
 from __future__ import annotations
@@ -36,15 +35,18 @@ from typing import Any
 import pandas as pd
 
 from reactive_al.evaluation.comparison import (
+    aggregate_seeds,
     compare,
     iteration_row,
     jsonable,
+    learning_curve_bands,
     learning_curve_panels,
     markdown_summary,
     method_result,
     phi_psi,
+    seed_overrides,
 )
-from reactive_al.nested import flatten
+from reactive_al.nested import flatten, get_path
 from reactive_al.settings import load_catalog, load_parameters
 
 log = logging.getLogger(__name__)
@@ -82,16 +84,88 @@ def _kedro(project: Path, args: list[str], log_path: Path) -> float:
     return time.perf_counter() - start
 
 
+def comparison_name(system: str, level: str | None = None) -> str:
+    """Name of a comparison's directory and reports: ``<system>`` or ``<system>_<level>``."""
+    return system if level is None else f"{system}_{level}"
+
+
+def seed_root(root: Path, seed: int) -> Path:
+    """Directory of a seed's pools and campaigns: ``root`` for seed 0, else ``root/seed_<s>``."""
+    return Path(root) if seed == 0 else Path(root) / f"seed_{seed}"
+
+
+def budget_overrides(params: dict[str, Any], iterations: int | None = None,
+                     batch_size: int | None = None) -> dict[str, int]:
+    """Dotted overrides of the campaign budget: the arguments, else ``benchmark.budget``."""
+    conf = (params.get("benchmark", {}) or {}).get("budget") or {}
+    given = {"active_learning.n_iterations": (iterations, conf.get("n_iterations")),
+             "selection.batch_size": (batch_size, conf.get("batch_size"))}
+    return {k: int(a if a is not None else b) for k, (a, b) in given.items()
+            if (a if a is not None else b) is not None}
+
+
+def campaign_params(params: dict[str, Any], system: str, root: Path, seed: int = 0,
+                    method: str | None = None, level: str | None = None,
+                    budget: dict[str, int] | None = None) -> dict[str, Any]:
+    """The dotted ``kedro run --params`` of one campaign (``method=None``: the seed's stage).
+
+    The roots (``data_root``: reference path and test set of every seed; :func:`seed_root`;
+    ``<seed_root>/<method>``), the system's benchmark overrides, the ``budget``, the method's
+    parameters, the ``level`` (a key of ``benchmark.levels``) and the seed's values of
+    ``benchmark.seed_parameters`` (:func:`~reactive_al.evaluation.comparison.seed_overrides`).
+    """
+    bench = params.get("benchmark", {}) or {}
+    out: dict[str, Any] = {"system": system, "data_root": str(root),
+                           "seed_root": str(seed_root(root, seed))}
+    if method is not None:
+        out["campaign_root"] = str(seed_root(root, seed) / method)
+    out.update(_flatten((bench.get("systems", {}) or {}).get(system, {}).get("params", {})))
+    out.update(budget or {})
+    if method is not None:
+        out.update(_flatten(bench["methods"][method].get("params", {})))
+    if level is not None:
+        levels = bench.get("levels", {}) or {}
+        if level not in levels:
+            raise ValueError(f"conf/base/parameters_benchmark.yml: unknown level '{level}' "
+                             f"(benchmark.levels: {sorted(levels)})")
+        # an interpolation replaces the whole mapping (a dotted key would merge into it)
+        out[f"systems.{system}.level_of_theory"] = f"${{benchmark.levels.{level}}}"
+    out.update(seed_overrides(params, seed, bench.get("seed_parameters", []) or []))
+    return out
+
+
+def _read_json(path: Path) -> Any:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _timing(project: Path, root: Path, seed: int) -> dict[str, Any]:
+    return _read_json(project / seed_root(root, seed) / "wall_time_s.json") or {}
+
+
+def _check_budget(project: Path, root: Path, params: dict[str, Any],
+                  stage: dict[str, Any]) -> None:
+    """Record the budget in ``root/budget.json``; stop if it holds another (reused results)."""
+    budget = {key.split(".")[-1]: int(stage.get(key, get_path(params, key)))
+              for key in ("active_learning.n_iterations", "selection.batch_size")}
+    old = _read_json(path := project / root / "budget.json")
+    if old is not None and old != budget:
+        raise ValueError(f"{root} holds campaigns of budget {old}, not {budget}: remove it "
+                         "or set benchmark.root to another directory")
+    path.write_text(json.dumps(budget))
+
+
 def run_benchmark(
     system: str, project: Path = Path("."), methods: list[str] | None = None,
-    env: str | None = None, parallel: int = 1,
+    env: str | None = None, parallel: int = 1, seeds: int = 1, level: str | None = None,
+    iterations: int | None = None, batch_size: int | None = None,
 ) -> dict[str, Any]:
-    """Run every method's campaign (resuming finished work) and write the comparison.
+    """Run every method's campaign for each seed (resuming finished work); write the comparison.
 
-    The shared stage (reference path, pools, labels of the test set and of the initial pool,
-    iteration 0) runs first; then the methods, ``parallel`` campaigns at a time. Training and
-    MD use one core per campaign, so two campaigns on two cores nearly halve the wall time;
-    each method's wall time is then measured while sharing the machine.
+    Seed 0's stage (QM reference path, test set, its pools, initial labels, iteration 0) runs
+    first, then the other seeds' stages (same reference path and test set), then every
+    (seed, method) campaign, ``parallel`` at a time (one core each: each wall time, s, is
+    measured while sharing the machine). ``level`` (a key of ``benchmark.levels``) replaces
+    the system's level of theory, ``iterations`` and ``batch_size`` the budget.
     """
     project = project.resolve()
     params = load_parameters(project, env)
@@ -104,76 +178,94 @@ def run_benchmark(
     if unknown:
         raise ValueError(f"conf/base/parameters_benchmark.yml: unknown methods {unknown} "
                          f"(defined: {sorted(all_methods)})")
-    root = Path(bench.get("root", "data/benchmark")) / system
-    (project / root).mkdir(parents=True, exist_ok=True)
-    log_path = project / root / "kedro_runs.log"
-    timing_path = project / root / "wall_time_s.json"
-    timing = json.loads(timing_path.read_text()) if timing_path.is_file() else {}
-    common = {"system": system, "data_root": str(root),
-              **_flatten((bench.get("systems", {}) or {}).get(system, {}).get("params", {}))}
+    if seeds < 1:
+        raise ValueError("--seeds must be at least 1")
+    root = Path(bench.get("root", "data/benchmark")) / comparison_name(system, level)
+    budget, seed_list = budget_overrides(params, iterations, batch_size), list(range(seeds))
+    stage0 = campaign_params(params, system, root, 0, None, level, budget)  # checks the level
+    for s in seed_list:
+        (project / seed_root(root, s)).mkdir(parents=True, exist_ok=True)
+    _check_budget(project, root, params, stage0)
+    timings = {s: _timing(project, root, s) for s in seed_list}
     env_args = ["--env", env] if env else []
-    shared = _kedro(project, ["--only-missing-outputs", "--to-outputs",
-                              "iter_00.committee,iter_00.metrics", *env_args,
-                              "--params", _param_arg(common)], log_path)
-    timing["shared"] = timing.get("shared", 0.0) + shared
-    timing["parallel_campaigns"] = max(1, parallel)
-    timing_path.write_text(json.dumps(timing, indent=1))
 
-    def run(method: str) -> float:
-        overrides = {**common, "campaign_root": str(root / method),
-                     **_flatten(all_methods[method].get("params", {}))}
-        log.info("benchmark %s: method %s (%s)", system, method, overrides)
-        return _kedro(project, ["--only-missing-outputs", *env_args,
-                                "--params", _param_arg(overrides)],
-                      project / root / f"kedro_run_{method}.log")
+    def run(s: int, method: str | None) -> float:  # method None: the seed's shared stage
+        args = campaign_params(params, system, root, s, method, level, budget)
+        log.info("benchmark %s: seed %d, %s (%s)", system, s, method or "shared stage", args)
+        stage = [] if method else ["--to-outputs", "iter_00.committee,iter_00.metrics"]
+        return _kedro(project, ["--only-missing-outputs", *stage, *env_args, "--params",
+                                _param_arg(args)], project / seed_root(root, s) /
+                      (f"kedro_run_{method}.log" if method else "kedro_runs.log"))
+
+    def record(s: int, key: str, seconds: float) -> None:
+        timings[s].update({key: timings[s].get(key, 0.0) + seconds,
+                           "parallel_campaigns": max(1, parallel)})
+        (project / seed_root(root, s) / "wall_time_s.json").write_text(
+            json.dumps(timings[s], indent=1))
 
     from concurrent.futures import ThreadPoolExecutor, as_completed
 
+    record(0, "shared", run(0, None))  # the reference path and test set every seed uses
+    failed: list[str] = []
+    ready = [0]
     # each finished campaign's wall time is written at once: a stopped comparison keeps them
     with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
-        futures = {pool.submit(run, method): method for method in chosen}
-        failed: list[str] = []
-        for future in as_completed(futures):
-            method = futures[future]
-            try:
-                timing[method] = timing.get(method, 0.0) + future.result()
-            except RuntimeError as exc:  # the other campaigns go on; the report says which failed
-                log.error("benchmark %s: %s", system, exc)
-                failed.append(str(exc))
-                continue
-            timing_path.write_text(json.dumps(timing, indent=1))
-    result = write_comparison(system, project, root, chosen, all_methods, timing,
-                              bench.get("reference_method", "random"), env=env, params=params)
+        for phase in ("stages", "campaigns"):
+            futures = ({pool.submit(run, s, None): (s, "shared") for s in seed_list[1:]}
+                       if phase == "stages" else
+                       {pool.submit(run, s, m): (s, m) for s in ready for m in chosen})
+            for future in as_completed(futures):
+                s, key = futures[future]
+                try:
+                    record(s, key, future.result())
+                except RuntimeError as exc:  # the others go on; the report says which failed
+                    log.error("benchmark %s: seed %d: %s", system, s, exc)
+                    failed.append(str(exc))
+                    continue
+                if key == "shared":
+                    ready.append(s)
+            ready.sort()
+    result = write_comparison(system, project, root, chosen, all_methods, timings[0],
+                              bench.get("reference_method", "random"), env=env, params=params,
+                              seeds=seed_list, level=level)
     if failed:  # the comparison above still covers the iterations they finished
-        raise RuntimeError(f"{len(failed)} campaign(s) failed: " + "; ".join(failed))
+        raise RuntimeError(f"{len(failed)} run(s) failed: " + "; ".join(failed))
     return result
 
 
 def report_only(system: str, project: Path = Path("."), methods: list[str] | None = None,
-                env: str | None = None) -> dict[str, Any]:
-    """Rewrite the comparison from campaigns that have already run (no kedro run)."""
+                env: str | None = None, seeds: int | None = None, level: str | None = None
+                ) -> dict[str, Any]:
+    """Rewrite the comparison from campaigns that have already run (no kedro run).
+
+    ``seeds``: seeds 0 … seeds-1, default every seed directory found.
+    """
     project = project.resolve()
     params = load_parameters(project, env)
     bench = params.get("benchmark", {})
-    root = Path(bench.get("root", "data/benchmark")) / system
-    timing_path = project / root / "wall_time_s.json"
-    timing = json.loads(timing_path.read_text()) if timing_path.is_file() else {}
+    root = Path(bench.get("root", "data/benchmark")) / comparison_name(system, level)
+    found = [p.name.removeprefix("seed_") for p in (project / root).glob("seed_*")]
+    seed_list = ([0, *sorted(int(n) for n in found if n.isdigit())] if seeds is None
+                 else list(range(seeds)))
     chosen = methods or [m for m in bench.get("methods", {})
                          if _campaign_started(campaign_catalog(project, root, m, env))]
     if not chosen:
         raise ValueError(f"{root}: no finished campaign to report")
-    return write_comparison(system, project, root, chosen, bench["methods"], timing,
-                            bench.get("reference_method", "random"), env=env, params=params)
+    return write_comparison(system, project, root, chosen, bench["methods"],
+                            _timing(project, root, 0), bench.get("reference_method", "random"),
+                            env=env, params=params, seeds=seed_list, level=level)
 
 
 def campaign_catalog(project: Path, root: Path, method: str | None = None,
-                     env: str | None = None):  # noqa: ANN201
-    """The catalog of one method's campaign: shared data under ``root``, its own below.
+                     env: str | None = None, seed: int = 0):  # noqa: ANN201
+    """The catalog of one method's campaign of one seed: shared data under ``root``.
 
-    ``method=None`` gives the shared stage's catalog (what every method reads).
+    ``method=None`` gives the seed's stage's catalog (what every method of that seed reads).
     """
-    campaign = root / method if method else root
-    return load_catalog(project, env, {"data_root": str(root), "campaign_root": str(campaign)})
+    sroot = seed_root(root, seed)
+    campaign = sroot / method if method else sroot
+    return load_catalog(project, env, {"data_root": str(root), "seed_root": str(sroot),
+                                       "campaign_root": str(campaign)})
 
 
 def _campaign_started(catalog: Any) -> bool:
@@ -221,102 +313,134 @@ def reporting_options(params: dict[str, Any], system: str) -> dict[str, Any]:
 def write_comparison(
     system: str, project: Path, root: Path, methods: list[str], definitions: dict[str, Any],
     timing: dict[str, float], reference_method: str = "random", env: str | None = None,
-    params: dict[str, Any] | None = None,
+    params: dict[str, Any] | None = None, seeds: list[int] | None = None,
+    level: str | None = None,
 ) -> dict[str, Any]:
-    """Collect every method's campaign, read through the catalog, into the JSON and plots.
+    """Collect every campaign, read through the catalog, into the JSON, table and plots.
 
-    ``root`` is the comparison's shared data root (relative to ``project``); each method's
-    campaign is under ``root/<method>``. ``params`` (default: the project's) give the
-    system's ``reporting`` options.
+    ``root``: the comparison's data root (relative to ``project``); ``timing``: seed 0's wall
+    times (s), other seeds' are read from their ``wall_time_s.json``. A seed > 0 without a
+    campaign of a method is left out for it. JSON: ``methods`` the first seed's results (as a
+    single-seed comparison), ``by_seed`` every seed's, ``aggregate`` their statistics
+    (``aggregate_seeds``). ``params`` (default: the project's): ``reporting`` options.
     """
     project = Path(project).resolve()
     params = load_parameters(project, env) if params is None else params
+    seeds = list(seeds or [0])
     ramachandran = bool(reporting_options(params, system).get("ramachandran", False))
-    results: dict[str, Any] = {}
-    explored: dict[str, list] = {}
-    for method in methods:
-        catalog = campaign_catalog(project, root, method, env)
-        table, complete = _curve_table(catalog, root / method)
-        frames = _explored_frames(catalog)
-        res = method_result(table, complete, frames, ramachandran=ramachandran)
-        res["description"] = definitions[method].get("description", "")
-        res["wall_time_s"] = timing.get(method)
-        results[method] = res
-        if ramachandran:
-            explored[method] = frames
     shared = campaign_catalog(project, root, None, env)
     ref_stats = (shared.load("reference_path_stats")
                  if shared.exists("reference_path_stats") else None)
-    out = compare(system, results, timing, ref_stats, reference_method)
+    by_seed: dict[int, dict[str, Any]] = {}
+    explored: dict[str, list] = {}
+    for s in seeds:
+        seed_timing = timing if s == 0 else _timing(project, root, s)
+        results: dict[str, Any] = {}
+        for method in methods:
+            catalog = campaign_catalog(project, root, method, env, seed=s)
+            if s != 0 and not _campaign_started(catalog):
+                log.warning("benchmark %s: seed %d has no %s campaign", system, s, method)
+                continue
+            table, complete = _curve_table(catalog, seed_root(root, s) / method)
+            frames = _explored_frames(catalog)
+            res = method_result(table, complete, frames, ramachandran=ramachandran)
+            res["description"] = definitions[method].get("description", "")
+            res["wall_time_s"] = seed_timing.get(method)
+            results[method] = res
+            if ramachandran and s == seeds[0]:
+                explored[method] = frames
+        by_seed[s] = compare(system, results, seed_timing, ref_stats, reference_method)
+    name = comparison_name(system, level)
+    out = {**by_seed[seeds[0]], "name": name, "level": level,
+           "level_of_theory": get_path(params, f"benchmark.levels.{level}") if level
+           else get_path(params, f"systems.{system}.level_of_theory"),
+           "budget": _read_json(project / root / "budget.json"), "seeds": seeds,
+           "shared_wall_time_s_per_seed": {str(s): o["shared_wall_time_s"]
+                                           for s, o in by_seed.items()},
+           "by_seed": {str(s): o["methods"] for s, o in by_seed.items()},
+           "aggregate": aggregate_seeds({s: o["methods"] for s, o in by_seed.items()},
+                                        reference_method)}
     report_dir = project / REPORT_DIR
     report_dir.mkdir(parents=True, exist_ok=True)
-    path = report_dir / f"benchmark_{system}.json"
+    path = report_dir / f"benchmark_{name}.json"
     path.write_text(json.dumps(out, indent=1, default=jsonable))
-    (report_dir / f"benchmark_{system}.md").write_text(markdown_summary(out))
-    _plots(system, results, explored, report_dir)
+    (report_dir / f"benchmark_{name}.md").write_text(markdown_summary(out))
+    _plots(name, out, explored, report_dir)
     log.info("wrote %s", path)
     return out
 
 
-def _plots(system: str, results: dict[str, Any], explored: dict[str, list],
+def _plots(name: str, out: dict[str, Any], explored: dict[str, list],
            report_dir: Path) -> None:
-    """Learning curves of every method and, if ``explored`` is given, Ramachandran maps."""
+    """Learning curves (mean ± std bands over several seeds) and Ramachandran maps."""
     import matplotlib.pyplot as plt
 
     from reactive_al.evaluation import plots  # selects the Agg backend before any figure
 
-    panels = learning_curve_panels(results)
-    fig = plots.learning_curves(panels)
+    if len(out["seeds"]) > 1:
+        panels, bands = learning_curve_bands(out["aggregate"])
+    else:
+        panels, bands = learning_curve_panels(out["methods"]), None
+    fig = plots.learning_curves(panels, bands=bands)
     for ax, label in zip(fig.axes, panels, strict=False):
         if label.startswith("NEB"):
             ax.axhline(0.0, color="k", lw=0.8)
-    fig.suptitle(f"{system}: query methods at equal label budget")
+    seeds = f", mean ± std over {len(out['seeds'])} seeds" if bands else ""
+    fig.suptitle(f"{name}: query methods at equal label budget{seeds}")
     fig.tight_layout()
-    fig.savefig(report_dir / f"benchmark_{system}_learning_curves.png", dpi=120)
+    fig.savefig(report_dir / f"benchmark_{name}_learning_curves.png", dpi=120)
     plt.close(fig)
     maps = {m: phi_psi(frames) for m, frames in explored.items()}
     maps = {m: a for m, a in maps.items() if len(a)}
     if maps:
         fig = plots.ramachandran_coverage(maps)
-        fig.savefig(report_dir / f"benchmark_{system}_ramachandran.png", dpi=120)
+        fig.savefig(report_dir / f"benchmark_{name}_ramachandran.png", dpi=120)
         plt.close(fig)
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> None:
-    """Command line: ``reactive-al benchmark --system <name> [--methods a,b] [--parallel N]``.
+    """Command line: ``reactive-al benchmark --system <name> [--seeds N] [--level xtb] ...``.
 
     ``prog`` names the command in ``--help`` (``reactive-al benchmark`` from the console
     script, else ``python -m reactive_al.benchmark``).
     """
     parser = argparse.ArgumentParser(prog=prog or "python -m reactive_al.benchmark",
                                      description=__doc__.splitlines()[0])
-    parser.add_argument("--system", required=True, help="a system of parameters_systems.yml")
-    parser.add_argument("--methods", default=None,
-                        help="comma-separated subset of benchmark.methods (default: all)")
-    parser.add_argument("--env", default=None, help="Kedro configuration environment")
-    parser.add_argument("--project", default=".", help="project root (default: cwd)")
-    parser.add_argument("--parallel", type=int, default=1,
-                        help="campaigns run at the same time (default 1)")
-    parser.add_argument("--report-only", action="store_true",
-                        help="rewrite the JSON, table and plots from finished campaigns")
+    add = parser.add_argument
+    add("--system", required=True, help="a system of parameters_systems.yml")
+    add("--methods", default=None, help="comma-separated subset of benchmark.methods")
+    add("--seeds", type=int, default=None,
+        help="replicate seeds 0 … N-1 (default 1; --report-only: every seed found)")
+    add("--level", default=None, help="a level of benchmark.levels (e.g. xtb) replacing the "
+                                      "system's level of theory")
+    add("--iterations", type=int, default=None, help="AL iterations per campaign")
+    add("--batch-size", type=int, default=None, help="labels acquired per iteration")
+    add("--env", default=None, help="Kedro configuration environment")
+    add("--project", default=".", help="project root (default: cwd)")
+    add("--parallel", type=int, default=1, help="campaigns run at the same time (default 1)")
+    add("--report-only", action="store_true",
+        help="rewrite the JSON, table and plots from finished campaigns")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    methods = args.methods.split(",") if args.methods else None
     try:
         if args.report_only:
-            out = report_only(args.system, Path(args.project),
-                              args.methods.split(",") if args.methods else None, args.env)
+            out = report_only(args.system, Path(args.project), methods, args.env, args.seeds,
+                              args.level)
         else:
-            out = run_benchmark(args.system, Path(args.project),
-                                args.methods.split(",") if args.methods else None, args.env,
-                                args.parallel)
+            out = run_benchmark(args.system, Path(args.project), methods, args.env,
+                                args.parallel, args.seeds or 1, args.level, args.iterations,
+                                args.batch_size)
     except (ValueError, RuntimeError) as exc:
         sys.exit(f"benchmark: {exc}")
-    for method, res in out["methods"].items():
-        f = res["final"]
-        print(f"{method:>20}: {res['labels_total']} labels, force MAE "
-              f"{f.get('force_mae_ev_per_a', float('nan')):.3f} eV/Å, NEB barrier error "
-              f"{f.get('neb_barrier_error_kcal_mol') or float('nan'):+.2f} kcal/mol, "
-              f"Spearman {f.get('force_spearman') or float('nan'):.2f}")
+    for method, agg in out["aggregate"]["methods"].items():
+        f = {k: v["mean"] or float("nan") for k, v in agg["final"].items()}
+        std = agg["final"]["force_mae_ev_per_a"]["std"]
+        print(f"{method:>20}: {agg['labels_total']['mean']:.0f} labels, {len(agg['seeds'])} "
+              f"seed(s): force MAE {f['force_mae_ev_per_a']:.3f}"
+              f"{'' if std is None else f' ± {std:.3f}'} eV/Å, NEB barrier error "
+              f"{f.get('neb_barrier_error_kcal_mol', float('nan')):+.2f} kcal/mol, "
+              f"Spearman {f.get('force_spearman', float('nan')):.2f}")
 
 
 if __name__ == "__main__":

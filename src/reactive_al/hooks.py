@@ -32,11 +32,20 @@ class ReactiveALHooks:
 
     @hook_impl
     def before_pipeline_run(self, run_params, pipeline, catalog) -> None:  # noqa: ANN001
-        """Stop with a one-line message if the selected system (or thermal driver) is broken.
+        """Stop with one line if the system, thermal driver or selection block is broken.
 
         Runs before any node, so a broken reaction never overwrites data already computed.
         """
-        if "params:systems" not in pipeline.inputs():
+        inputs = pipeline.inputs()
+        if "params:selection" in inputs:
+            from reactive_al.selection import check_selection
+
+            try:
+                check_selection(catalog.load("params:selection") or {})
+            except ValueError as exc:
+                log.error("%s", exc)
+                raise SystemExit(f"reactive_al: {exc}") from None
+        if "params:systems" not in inputs:
             return
         name = catalog.load("params:system")
         systems = catalog.load("params:systems")

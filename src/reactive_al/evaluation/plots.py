@@ -65,18 +65,26 @@ def parity_plot(
 def learning_curves(
     panels: Mapping[str, Mapping[str, tuple[Sequence[float], Sequence[float]]]],
     log_y: bool = False,
+    bands: Mapping[str, Mapping[str, tuple[Sequence[float], Sequence[float], Sequence[float]]]]
+    | None = None,
 ) -> Figure:
     """Test errors vs QM labels: one axes per panel, one line per curve (the one such plot).
 
     ``panels`` maps a y-axis label (e.g. ``"test force MAE (eV/Å)"``) to curves, each a name
     (a strategy, or a test subset) → ``(n_labels, error)``. Used by the campaign's learning
-    curve and by the comparison of query methods.
+    curve and by the comparison of query methods. ``bands`` (same keys, e.g. mean ± std over
+    seeds) → ``(n_labels, low, high)`` in the panel's units, shaded in the curve's colour.
     """
     n = max(1, len(panels))
     fig, axes = plt.subplots(1, n, figsize=(4.5 * n, 3.6), squeeze=False)
     for ax, (ylabel, curves) in zip(axes[0], panels.items(), strict=False):
         for name, (n_labels, err) in curves.items():
-            ax.plot(np.asarray(n_labels), np.asarray(err), marker="o", label=name)
+            (line,) = ax.plot(np.asarray(n_labels, dtype=float), np.asarray(err, dtype=float),
+                              marker="o", label=name)
+            band = ((bands or {}).get(ylabel) or {}).get(name)
+            if band is not None:
+                ax.fill_between(*(np.asarray(b, dtype=float) for b in band),
+                                color=line.get_color(), alpha=0.2, lw=0)
         ax.set_xlabel("QM labels")
         ax.set_ylabel(ylabel)
         if log_y:

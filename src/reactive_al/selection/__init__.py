@@ -6,6 +6,7 @@ with :func:`register_strategy`; ``selection.strategy: <name>`` then selects it.
 
 from reactive_al.selection.query import (
     build_estimator,
+    check_selection,
     choose_batch,
     distance_fingerprint,
     not_in_training,
@@ -24,7 +25,8 @@ from reactive_al.selection.strategies import (
     threshold_window,
 )
 
-__all__ = ["STRATEGIES", "BatchRequest", "Strategy", "build_estimator", "choose_batch",
+__all__ = ["STRATEGIES", "BatchRequest", "Strategy", "build_estimator", "check_selection",
+           "choose_batch",
            "distance_fingerprint", "kmeans_representatives", "max_det", "max_dist",
            "not_in_training", "query", "random_batch", "register_strategy", "threshold_window",
            "top_k_unique"]

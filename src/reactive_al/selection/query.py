@@ -101,6 +101,33 @@ def choose_batch(
     return [int(fresh[i]) for i in strat.pick(request)]
 
 
+def check_selection(selection: dict) -> None:
+    """Raise ``ValueError`` (one line naming the parameter) for a broken ``selection`` block.
+
+    Broken: an unregistered strategy, uncertainty method, criterion or sampler, or a batch
+    size below 1. Run before any node, so a typo never costs a training run.
+    """
+    from reactive_al.exploration import check_samplers
+    from reactive_al.uncertainty import CRITERIA, METHODS
+
+    where = "conf/base/parameters_selection.yml: selection"
+    strategy = selection.get("strategy", "top_k")
+    if strategy not in STRATEGIES:
+        raise ValueError(f"{where}.strategy: unknown strategy '{strategy}' "
+                         f"(registered: {', '.join(STRATEGIES)})")
+    method = (selection.get("uncertainty") or {}).get("method", "committee")
+    if method not in METHODS:
+        raise ValueError(f"{where}.uncertainty.method: unknown uncertainty '{method}' "
+                         f"(registered: {', '.join(METHODS)})")
+    if selection.get("criterion", "force") not in CRITERIA:
+        raise ValueError(f"{where}.criterion: unknown criterion '{selection.get('criterion')}' "
+                         f"(choose from {', '.join(CRITERIA)})")
+    size = selection.get("batch_size", 1)
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ValueError(f"{where}.batch_size: must be a positive integer, got {size!r}")
+    check_samplers(selection.get("samplers"))
+
+
 def build_estimator(committee: Committee, labeled_set: list[Atoms], selection: dict,
                     need_features: bool = False) -> UncertaintyEstimator:
     """The calibrated uncertainty estimator a ``selection`` block asks for, fitted once.
