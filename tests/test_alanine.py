@@ -53,7 +53,7 @@ def test_structure_sets_sample_only_the_reactant_well(monkeypatch):
 def test_thermal_driver_is_any_registered_program_and_unknown_is_one_line():
     import pytest
 
-    from reactive_al.pipelines.data_engineering.nodes import thermal_driver
+    from reactive_al.oracles.reference import thermal_driver
     from reactive_al.systems import SystemDefinitionError
 
     thermal = {"n_per_well": 1}

@@ -52,7 +52,7 @@ class ReactiveALHooks:
         try:
             rs = load_system(name, systems)
             if "params:data_engineering" in pipeline.inputs():
-                from reactive_al.pipelines.data_engineering.nodes import thermal_driver
+                from reactive_al.oracles.reference import thermal_driver
 
                 thermal = (catalog.load("params:data_engineering") or {}).get("thermal")
                 thermal_driver(thermal, rs.reactant.get_chemical_symbols())

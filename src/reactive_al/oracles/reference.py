@@ -19,7 +19,7 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
 
 from reactive_al.exploration.md import start_langevin
-from reactive_al.oracles.base import Level, get_oracle
+from reactive_al.oracles.base import Level, get_oracle, parse_level
 from reactive_al.oracles.labeling import LabelingConfig, label_structures
 from reactive_al.systems import identity
 
@@ -198,3 +198,20 @@ def driver_factory(charge: int, multiplicity: int, level: Level):
         return oracle.calculator(charge, multiplicity, level)
 
     return make
+
+
+#: Where the thermal-MD driver is configured (named in its one-line errors).
+THERMAL_DRIVER = "conf/base/parameters_data_engineering.yml: data_engineering.thermal.driver"
+
+
+def thermal_driver(thermal: dict[str, Any] | None, symbols: list[str]) -> Level | None:
+    """The level of theory of the thermal-MD driver, or None when no thermal frames are made.
+
+    ``thermal.driver`` is a registered program name (``xtb``, its default level) or a level
+    mapping with ``program:``. Raises ``SystemDefinitionError`` (one line) for an unknown one.
+    """
+    if not thermal or not thermal.get("n_per_well"):
+        return None
+    driver = thermal.get("driver", "xtb")
+    spec = {"program": driver} if isinstance(driver, str) else dict(driver)
+    return parse_level(spec, THERMAL_DRIVER, symbols)

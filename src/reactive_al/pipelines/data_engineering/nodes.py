@@ -9,12 +9,14 @@ from ase import Atoms
 
 from reactive_al.evaluation.barriers import EV_TO_KCAL_MOL
 from reactive_al.exploration.structures import idpp_path, path_perturbations, structure_set
-from reactive_al.oracles import parse_level
 from reactive_al.oracles.labeling import LabelingConfig
-from reactive_al.oracles.reference import driver_factory, qm_neb_path, thermal_frames
+from reactive_al.oracles.reference import (
+    driver_factory,
+    qm_neb_path,
+    thermal_driver,
+    thermal_frames,
+)
 from reactive_al.systems import load_system
-
-THERMAL_DRIVER = "conf/base/parameters_data_engineering.yml: data_engineering.thermal.driver"
 
 
 def reference_path(
@@ -27,7 +29,6 @@ def reference_path(
     no path: the result is empty.
     """
     rs = load_system(system, systems)
-    thermal_driver(params.get("thermal"), rs.reactant.get_chemical_symbols())  # fail before QM
     if rs.product is None:
         return [], {"skipped": "the system has no product"}
     ref = params["reference_path"]
@@ -79,19 +80,6 @@ def build_structure_sets(
         for a in frames:
             rs.tag(a)
     return initial, test, seeds
-
-
-def thermal_driver(thermal: dict[str, Any] | None, symbols: list[str]):
-    """The level of theory of the thermal-MD driver, or None when no thermal frames are made.
-
-    ``thermal.driver`` is a registered program name (``xtb``, its default level) or a level
-    mapping with ``program:``. Raises ``SystemDefinitionError`` (one line) for an unknown one.
-    """
-    if not thermal or not thermal.get("n_per_well"):
-        return None
-    driver = thermal.get("driver", "xtb")
-    spec = {"program": driver} if isinstance(driver, str) else dict(driver)
-    return parse_level(spec, THERMAL_DRIVER, symbols)
 
 
 def _thermal_test_frames(rs, thermal: dict[str, Any] | None, rng: np.random.Generator):
