@@ -52,7 +52,7 @@ def test_unconverged_scf_is_an_oracle_error(monkeypatch):
     monkeypatch.setattr("reactive_al.oracles.pyscf._make_scf", factory_never_converges)
     monkeypatch.setattr(
         "reactive_al.oracles.pyscf._ladder",
-        lambda f: iter([("default", f()), ("newton", f())]),
+        lambda f, guess=None: iter([("default", f(), None), ("newton", f(), None)]),
     )
     with pytest.raises(OracleError) as err:
         pyscf_single_point(water(0.4), 0, 1, HF)
@@ -70,11 +70,11 @@ def test_ladder_moves_on_when_a_step_fails(monkeypatch):
 
     real_ladder = pyscf_oracle._ladder
 
-    def ladder_with_broken_first_step(factory):
+    def ladder_with_broken_first_step(factory, guess=None):
         mf = factory()
         mf.max_cycle = 1
         mf.conv_tol = 1e-14
-        yield "default", mf
+        yield "default", mf, None
         steps = real_ladder(factory)
         next(steps)
         yield from steps

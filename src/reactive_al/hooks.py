@@ -59,3 +59,21 @@ class ReactiveALHooks:
         except SystemDefinitionError as exc:
             log.error("%s", exc)
             raise SystemExit(f"reactive_al: {exc}") from None
+
+    @hook_impl
+    def on_node_error(self, error, node) -> None:  # noqa: ANN001
+        """End the run with one line for an anticipated failure (no traceback).
+
+        Everything computed before is already saved (labels in the cache, finished datasets);
+        unanticipated exceptions keep their traceback, and ``REACTIVE_AL_TRACEBACK=1`` keeps
+        it for every error.
+        """
+        from reactive_al.oracles.labeling import FailureBudgetExceeded
+        from reactive_al.oracles.reference import ReferencePathError
+
+        anticipated = (SystemDefinitionError, ReferencePathError, FailureBudgetExceeded)
+        if isinstance(error, anticipated) and not os.environ.get("REACTIVE_AL_TRACEBACK"):
+            log.error("node %s: %s", node.name, error)
+            where = "" if isinstance(error, SystemDefinitionError | ReferencePathError) else (
+                f"{node.name}: ")
+            raise SystemExit(f"reactive_al: {where}{error}") from None

@@ -49,6 +49,9 @@ class ReactionSystem:
     description: str = ""
     reactant_file: str = ""
     product_file: str = ""
+    #: optional band seeds: a transition-state guess and ordered intermediates (same atoms)
+    ts_guess: Atoms | None = None
+    intermediates: tuple[Atoms, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -136,6 +139,16 @@ def _unknown_symbols(path: Path) -> str | None:
     return None
 
 
+def _checked_geometry(path: Path, charge: int, multiplicity: int, min_distance: float) -> Atoms:
+    """Read a geometry file and check it (one-line :class:`SystemDefinitionError`)."""
+    bad_symbol = _unknown_symbols(path) if path.is_file() else None
+    if bad_symbol:
+        raise SystemDefinitionError(f"{path}: unknown element '{bad_symbol}'")
+    atoms = _read_geometry(path)
+    check_structure(atoms, str(path), charge, multiplicity, min_distance)
+    return atoms
+
+
 def load_system(
     name: str,
     systems: dict[str, dict[str, Any]],
@@ -154,44 +167,53 @@ def load_system(
         )
     spec = dict(systems[name])
     where_conf = f"conf/base/parameters_systems.yml: systems.{name}"
-    for key in ("reactant", "charge", "multiplicity"):
+    for key in ("charge", "multiplicity"):
         if key not in spec:
             raise SystemDefinitionError(f"{where_conf}: missing required key '{key}'")
     root = Path(project_root)
+    if spec.get("reactant_smiles") and not spec.get("reactant"):
+        from reactive_al.smiles import geometries_from_smiles  # RDKit: optional dependency
+
+        spec["reactant"], spec["product"] = geometries_from_smiles(name, spec, root, where_conf)
+    elif "reactant" not in spec:
+        raise SystemDefinitionError(f"{where_conf}: missing required key 'reactant' "
+                                    "(or 'reactant_smiles')")
     reactant_path = root / spec["reactant"]
-    bad_symbol = _unknown_symbols(reactant_path) if reactant_path.is_file() else None
-    if bad_symbol:
-        raise SystemDefinitionError(f"{reactant_path}: unknown element '{bad_symbol}'")
-    reactant = _read_geometry(reactant_path)
     try:
         charge, mult = int(spec["charge"]), int(spec["multiplicity"])
     except (TypeError, ValueError) as exc:
         raise SystemDefinitionError(
             f"{where_conf}: charge and multiplicity must be integers"
         ) from exc
-    check_structure(reactant, str(reactant_path), charge, mult, min_distance)
+    reactant = _checked_geometry(reactant_path, charge, mult, min_distance)
 
-    product = None
-    product_path = ""
-    if spec.get("product"):
-        p = root / spec["product"]
-        product_path = str(p)
-        bad_symbol = _unknown_symbols(p) if p.is_file() else None
-        if bad_symbol:
-            raise SystemDefinitionError(f"{p}: unknown element '{bad_symbol}'")
-        product = _read_geometry(p)
-        check_structure(product, str(p), charge, mult, min_distance)
-        if product.get_chemical_symbols() != reactant.get_chemical_symbols():
+    def same_atoms(path: str) -> Atoms:
+        p = root / path
+        atoms = _checked_geometry(p, charge, mult, min_distance)
+        if atoms.get_chemical_symbols() != reactant.get_chemical_symbols():
             raise SystemDefinitionError(
                 f"{p}: atoms differ from the reactant {reactant_path} "
                 "(same elements in the same order are required)"
             )
+        return atoms
+
+    product = same_atoms(spec["product"]) if spec.get("product") else None
+    product_path = str(root / spec["product"]) if product is not None else ""
+    ts_guess = same_atoms(spec["ts_guess"]) if spec.get("ts_guess") else None
+    inter = spec.get("intermediates") or []
+    if isinstance(inter, str) or not isinstance(inter, list | tuple):
+        raise SystemDefinitionError(f"{where_conf}.intermediates: a list of geometry files")
+    intermediates = tuple(same_atoms(str(f)) for f in inter)
+    if (ts_guess is not None or intermediates) and product is None:
+        raise SystemDefinitionError(
+            f"{where_conf}: ts_guess/intermediates seed the reaction path and need a product")
 
     from reactive_al.oracles import parse_level  # the registry (no QM import until a call)
 
     level = parse_level(dict(spec.get("level_of_theory") or {}), f"{where_conf}.level_of_theory",
                         reactant.get_chemical_symbols())
-    known_keys = {"reactant", "product", "charge", "multiplicity", "level_of_theory", "description"}
+    known_keys = {"reactant", "product", "charge", "multiplicity", "level_of_theory", "description",
+                  "ts_guess", "intermediates", "reactant_smiles", "product_smiles", "smiles"}
     return ReactionSystem(
         name=name,
         reactant=reactant,
@@ -202,5 +224,7 @@ def load_system(
         description=str(spec.get("description", "")),
         reactant_file=str(reactant_path),
         product_file=product_path,
+        ts_guess=ts_guess,
+        intermediates=intermediates,
         extra={k: v for k, v in spec.items() if k not in known_keys},
     )

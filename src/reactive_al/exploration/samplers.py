@@ -104,7 +104,7 @@ def neb_candidates(
     reactant: Atoms, product: Atoms, calc_factory, n_images: int = 7, fmax: float = 0.1,
     steps: int = 200, climb: bool = True,
 ) -> tuple[list[Atoms], dict[str, Any]]:
-    """Relax an NEB (IDPP start, climbing image) on the current model; images are candidates.
+    """Relax an NEB (checked IDPP start, climbing image) on the model; images are candidates.
 
     ``calc_factory()`` returns a fresh calculator per image. Returns (interior images,
     statistics: converged flag, steps, model barrier in eV).
@@ -112,12 +112,12 @@ def neb_candidates(
     from ase.mep import NEB
     from ase.optimize import FIRE
 
-    images = [reactant.copy()] + [reactant.copy() for _ in range(n_images)] + [product.copy()]
+    from reactive_al.exploration.band import build_band
+
+    images, _ = build_band(reactant, product, n_images, strict=False)
     for img in images:
-        img.pbc = False
         img.calc = calc_factory()
     neb = NEB(images, climb=climb, method="improvedtangent")
-    neb.interpolate(method="idpp")
     opt = FIRE(neb, logfile=None)
     converged = bool(opt.run(fmax=fmax, steps=steps))
     energies = [img.get_potential_energy() for img in images]

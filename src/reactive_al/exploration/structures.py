@@ -122,13 +122,12 @@ def normal_mode_perturbations(
     return frames
 
 
-def idpp_path(reactant: Atoms, product: Atoms, n_images: int) -> list[Atoms]:
-    """Interior images of an image-dependent pair potential (IDPP) interpolation."""
-    from ase.mep import NEB
+def idpp_path(reactant: Atoms, product: Atoms, n_images: int,
+              band: list[Atoms] | None = None) -> list[Atoms]:
+    """Interior images of the checked IDPP band (:func:`build_band`), or of ``band``."""
+    from reactive_al.exploration.band import build_band
 
-    images = [reactant.copy()] + [reactant.copy() for _ in range(n_images)] + [product.copy()]
-    neb = NEB(images, method="improvedtangent")
-    neb.interpolate(method="idpp")
+    images = band if band is not None else build_band(reactant, product, n_images)[0]
     return [_tagged(img, "path/idpp", "path") for img in images[1:-1]]
 
 

@@ -30,15 +30,19 @@ from reactive_al.oracles.base import (
 def single_point(
     atoms: Atoms, charge: int, multiplicity: int, level: Level | Mapping[str, Any],
     omp_threads: int | None = None, timeout_s: float | None = None,
+    options: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """One single point at ``level`` (a level object or a ``level_of_theory`` mapping).
 
     Returns ``energy`` (eV), ``forces`` (eV/Å) and ``provenance``; raises
     :class:`OracleError` when the program gives no usable label (``timeout_s`` in s).
+    ``options`` the program does not declare (:attr:`Oracle.options`) are ignored.
     """
     lvl = parse_level(level, "level of theory")
-    return get_oracle(lvl.program).single_point(atoms, charge, multiplicity, lvl,
-                                                omp_threads=omp_threads, timeout_s=timeout_s)
+    oracle = get_oracle(lvl.program)
+    extra = {k: v for k, v in (options or {}).items() if k in oracle.options}
+    return oracle.single_point(atoms, charge, multiplicity, lvl, omp_threads=omp_threads,
+                               timeout_s=timeout_s, **extra)
 
 
 __all__ = ["FAILURE_CATEGORIES", "ORACLES", "Level", "Oracle", "OracleError", "get_oracle",

@@ -73,8 +73,21 @@ class Oracle:
         """Energy (eV), forces (eV/Å) and a ``provenance`` dict for a molecule.
 
         Raises :class:`OracleError` when no usable label is produced; ``timeout_s`` in s.
+        A program that names ``options`` below also takes them as keyword arguments.
         """
         raise NotImplementedError
+
+    #: Keyword options of :meth:`single_point` that steer the SCF but not the converged label
+    #: (not part of the cache key), e.g. PySCF's orbital files for NEB images.
+    options: ClassVar[tuple[str, ...]] = ()
+
+    def rescue_levels(self, level: Any) -> list[Any]:
+        """Levels to retry a structure with after it failed at ``level`` (most promising first).
+
+        E.g. broken-symmetry unrestricted for a closed shell with a stretched bond. A rescued
+        label is stored under the rescue level's own cache key and provenance.
+        """
+        return []
 
     def calculator(self, charge: int, multiplicity: int, level: Any) -> Calculator:
         """An ASE calculator at ``level`` (energies in eV, forces in eV/Å), e.g. an MD driver."""

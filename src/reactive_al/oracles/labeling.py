@@ -126,16 +126,18 @@ def slurm_cluster(cfg: LabelingConfig):
 def compute_label(
     numbers: list[int], positions: list[list[float]], charge: int, multiplicity: int,
     level: dict[str, Any], omp_threads: int, timeout_s: float | None = None,
+    options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run one QM single point; return a label record or a failure record (never raises).
 
     ``level`` is the plain-dict form of the level of theory (what a Dask worker receives);
-    positions in Å, ``timeout_s`` in s.
+    positions in Å, ``timeout_s`` in s; ``options`` are the program's SCF options (a frame's
+    ``info["qm_options"]``, not part of the cache key).
     """
     atoms = Atoms(numbers=numbers, positions=positions, pbc=False)
     try:
         out = single_point(atoms, charge, multiplicity, level, omp_threads=omp_threads,
-                           timeout_s=timeout_s)
+                           timeout_s=timeout_s, options=options)
     except OracleError as exc:
         return {"status": "failed", "category": exc.category, "message": exc.message}
     except Exception as exc:  # a label failure must never kill the campaign
@@ -158,7 +160,8 @@ def _run_parallel(jobs: dict[str, Atoms], cfg: LabelingConfig):
     level = cfg.level.as_dict()  # plain and picklable for the workers
     args = {
         k: (a.get_atomic_numbers().tolist(), a.get_positions().tolist(),
-            cfg.charge, cfg.multiplicity, level, cfg.omp_threads, cfg.timeout_s)
+            cfg.charge, cfg.multiplicity, level, cfg.omp_threads, cfg.timeout_s,
+            a.info.get("qm_options"))
         for k, a in jobs.items()
     }
     if cfg.scheduler == "synchronous" or (cfg.scheduler == "local" and
@@ -234,11 +237,13 @@ atexit.register(close_clients)
 
 
 def label_structures(
-    frames: Iterable[Atoms], cfg: LabelingConfig
+    frames: Iterable[Atoms], cfg: LabelingConfig, retry_failed: bool = False,
 ) -> tuple[list[Atoms], list[dict[str, Any]]]:
     """Label ``frames`` with the QM oracle, reusing and filling the cache.
 
-    Returns (labeled frames in input order, failure records). A structure that fails
+    Returns (labeled frames in input order, failure records). With ``retry_failed`` a
+    cached failure is forgotten and computed again (e.g. with a better SCF guess in the
+    frame's ``info["qm_options"]``). A structure that fails
     validation or QM is recorded with its cause and left out of the labeled list. Raises
     :class:`FailureBudgetExceeded` (after caching every finished label) if more than
     ``max_failure_fraction`` of a batch of at least four structures failed.
@@ -268,6 +273,9 @@ def label_structures(
         if key in records or key in jobs:
             continue
         hit = cache.get(key)
+        if hit is not None and retry_failed and hit["status"] == "failed":
+            cache.forget_failure(key)
+            hit = None
         if hit is not None:
             records[key] = hit
         else:

@@ -7,9 +7,10 @@ theory is :class:`PySCFLevel`, registered as ``program: pyscf``.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 import numpy as np
@@ -93,19 +94,33 @@ def _make_scf(mol, method: str, grid_level: int, conv_tol: float, density_fit: b
     return mf
 
 
-def _ladder(mf_factory):
-    """Yield (step name, configured SCF object) from cheapest to most robust."""
-    yield "default", mf_factory()
+def _ladder(mf_factory, guess_chkfile: str | None = None):
+    """Yield (step name, configured SCF object, initial density or None), cheapest first.
+
+    With an existing ``guess_chkfile`` (the orbitals of a nearby geometry, e.g. the same NEB
+    image one optimizer step earlier) the first step starts from its density.
+    """
+    if guess_chkfile and os.path.isfile(guess_chkfile):
+        mf = mf_factory()
+        try:
+            dm0 = mf.init_guess_by_chkfile(guess_chkfile, project=True)
+        except Exception:  # unreadable or another molecule's file: go on without it
+            dm0 = None
+        if dm0 is not None:
+            yield "previous_orbitals", mf, dm0
+            mf = mf_factory().newton()
+            yield "previous_orbitals_newton", mf, dm0
+    yield "default", mf_factory(), None
     mf = mf_factory()
     mf.damp = 0.5
     mf.level_shift = 0.3
     mf.diis_start_cycle = 4
     mf.max_cycle = 200
-    yield "damping_level_shift", mf
-    yield "newton", mf_factory().newton()
+    yield "damping_level_shift", mf, None
+    yield "newton", mf_factory().newton(), None
     mf = mf_factory()
     mf.init_guess = "huckel"
-    yield "alternative_guess", mf.newton()
+    yield "alternative_guess", mf.newton(), None
 
 
 def _stabilize(mf, max_rounds: int = 2) -> bool:
@@ -129,11 +144,15 @@ def pyscf_single_point(
     level: PySCFLevel | Mapping[str, Any] | None = None,
     omp_threads: int | None = None,
     timeout_s: float | None = None,
+    chkfile: str | None = None,
+    guess_chkfile: str | None = None,
 ) -> dict[str, Any]:
     """Compute energy (eV) and forces (eV/Å) for a molecule with PySCF.
 
     Walks the SCF ladder (default → damping + level shift → second-order ``newton()`` →
-    Hückel initial guess with ``newton()``) until one step converges. Open shells (and closed
+    Hückel initial guess with ``newton()``) until one step converges; with ``guess_chkfile``
+    (a PySCF checkpoint of a nearby geometry) the ladder starts from its orbitals. The
+    converged orbitals are written to ``chkfile`` when one is given. Open shells (and closed
     shells with ``unrestricted='always'``, for stretched bonds) run unrestricted with a
     stability check; ⟨S²⟩ is recorded. Returns ``energy``, ``forces`` and a ``provenance``
     dict. Raises :class:`OracleError` (``scf_not_converged``, ``timeout``,
@@ -170,9 +189,9 @@ def pyscf_single_point(
         return mf
 
     tried: list[str] = []
-    for step, mf in _ladder(factory):
+    for step, mf, dm0 in _ladder(factory, guess_chkfile):
         try:
-            mf.kernel()
+            mf.kernel(dm0=dm0)
             stable = _stabilize(mf) if open_shell and mf.converged else None
         except _SCFTimeout as exc:
             raise OracleError("timeout", f"no converged SCF within {timeout_s} s "
@@ -184,6 +203,10 @@ def pyscf_single_point(
             tried.append(f"{step}: not converged")
             continue
         grad = mf.nuc_grad_method().kernel()
+        if chkfile:
+            from pyscf.scf import chkfile as pyscf_chk
+
+            pyscf_chk.dump_scf(mol, chkfile, mf.e_tot, mf.mo_energy, mf.mo_coeff, mf.mo_occ)
         provenance = {
             "qm_program": "pyscf",
             "qm_version": pyscf.__version__,
@@ -250,6 +273,7 @@ class PySCFOracle(Oracle):
     program = "pyscf"
     level_class = PySCFLevel
     distribution = "pyscf"
+    options = ("chkfile", "guess_chkfile")
 
     def check(self, level: PySCFLevel, symbols: list[str] | None, where: str) -> None:
         """Reject an unknown ``unrestricted`` mode, or a basis missing one of ``symbols``."""
@@ -262,10 +286,16 @@ class PySCFOracle(Oracle):
             _check_basis(level.basis, sorted(set(symbols)), where)
 
     def single_point(self, atoms: Atoms, charge: int, multiplicity: int, level: PySCFLevel,
-                     omp_threads: int | None = None,
-                     timeout_s: float | None = None) -> dict[str, Any]:
+                     omp_threads: int | None = None, timeout_s: float | None = None,
+                     chkfile: str | None = None,
+                     guess_chkfile: str | None = None) -> dict[str, Any]:
         """See :func:`pyscf_single_point` (energy eV, forces eV/Å, timeout s)."""
-        return pyscf_single_point(atoms, charge, multiplicity, level, omp_threads, timeout_s)
+        return pyscf_single_point(atoms, charge, multiplicity, level, omp_threads, timeout_s,
+                                  chkfile=chkfile, guess_chkfile=guess_chkfile)
+
+    def rescue_levels(self, level: PySCFLevel) -> list[PySCFLevel]:
+        """Broken-symmetry unrestricted (``unrestricted: always``) when the level allows it."""
+        return [replace(level, unrestricted="always")] if level.unrestricted == "auto" else []
 
     def calculator(self, charge: int, multiplicity: int, level: PySCFLevel) -> Calculator:
         """A :class:`PySCFCalculator` at ``level``."""

@@ -11,7 +11,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,38 +31,107 @@ log = logging.getLogger(__name__)
 
 
 class ReferencePathError(RuntimeError):
-    """The QM reference path could not be computed (an image failed at the QM level)."""
+    """The QM reference path could not be computed; the message is one line."""
+
+
+class _ImageFailure(Exception):
+    """Images of the current NEB step without a label after every rescue."""
+
+    def __init__(self, failed: list[dict[str, Any]]):
+        super().__init__(f"{len(failed)} image(s) failed")
+        self.failed = failed
 
 
 class _PathOracle:
-    """Labels every image of the current NEB step in one cached, parallel batch."""
+    """Labels every image of the current NEB step in one cached, parallel batch.
 
-    def __init__(self, images: list[Atoms], cfg: LabelingConfig):
+    An image that fails is rescued before the band is touched: first again from the
+    converged orbitals of the same image one step earlier (or of its nearest neighbour), for
+    oracles that take orbital files, then at the oracle's rescue levels (broken-symmetry
+    unrestricted for PySCF). Every failure is recorded in ``events`` with its cause and what
+    rescued it; images still without a label raise :class:`_ImageFailure`.
+    """
+
+    def __init__(self, images: list[Atoms], cfg: LabelingConfig, orbital_dir: Path | None):
         self.images = images
         self.cfg = cfg
         self.results: dict[bytes, tuple[float, np.ndarray]] = {}
+        self.rescue_cfg: dict[bytes, LabelingConfig] = {}
+        self.events: list[dict[str, Any]] = []
         self.n_batches = 0
+        oracle = get_oracle(cfg.level.program)
+        self.orbital_dir = orbital_dir if "chkfile" in oracle.options else None
+        if self.orbital_dir:
+            self.orbital_dir.mkdir(parents=True, exist_ok=True)
+        self.rescue_levels = oracle.rescue_levels(cfg.level)
+        self.step = 0
 
     @staticmethod
     def _key(atoms: Atoms) -> bytes:
         return np.round(atoms.get_positions(), 10).tobytes()
 
+    def _chk(self, k: int) -> str | None:
+        return str(self.orbital_dir / f"image_{k}.chk") if self.orbital_dir and k >= 0 else None
+
+    def _frame(self, atoms: Atoms, k: int, guess: str | None = None) -> Atoms:
+        frame = Atoms(atoms.numbers, atoms.positions, pbc=False, info=dict(atoms.info))
+        frame.info["neb_image"] = k
+        if self._chk(k):
+            frame.info["qm_options"] = {"chkfile": self._chk(k), "guess_chkfile": guess}
+        return frame
+
+    def _guess(self, k: int) -> str | None:
+        """The orbital file of image ``k``, else of its nearest neighbour that has one."""
+        for j in sorted(range(len(self.images)), key=lambda j: abs(j - k)):
+            chk = self._chk(j)
+            if chk and Path(chk).is_file():
+                return chk
+        return None
+
+    def _rescue(self, k: int, atoms: Atoms, failure: dict[str, Any]) -> bool:
+        event = {"step": self.step, "image": k, "category": failure["category"],
+                 "message": failure["message"], "rescued_by": None}
+        self.events.append(event)
+        if failure["category"] == "geometry_invalid":
+            return False
+        attempts = []
+        guess = self._guess(k)
+        if guess:
+            attempts.append(("previous_orbitals", self.cfg, True))
+        attempts += [(f"level {lvl.as_dict()}", replace(self.cfg, level=lvl), False)
+                     for lvl in self.rescue_levels]
+        for name, cfg, retry in attempts:
+            labeled, _ = label_structures([self._frame(atoms, k, guess)], cfg,
+                                          retry_failed=retry)
+            if labeled:
+                key = self._key(atoms)
+                self.results[key] = (labeled[0].get_potential_energy(), labeled[0].get_forces())
+                if cfg is not self.cfg:
+                    self.rescue_cfg[key] = cfg
+                event["rescued_by"] = name
+                log.warning("NEB image %d (%s) rescued by %s", k, failure["category"], name)
+                return True
+        return False
+
     def result(self, atoms: Atoms) -> tuple[float, np.ndarray]:
         key = self._key(atoms)
         if key not in self.results:
-            todo = [a for a in self.images if self._key(a) not in self.results]
-            if not any(self._key(a) == key for a in todo):
-                todo.append(atoms)
-            frames = [Atoms(a.numbers, a.positions, pbc=False, info=dict(a.info)) for a in todo]
+            todo = [(k, a) for k, a in enumerate(self.images) if self._key(a) not in self.results]
+            if not any(self._key(a) == key for _, a in todo):
+                todo.append((-1, atoms))
+            frames = [self._frame(a, k) for k, a in todo]
             labeled, failures = label_structures(frames, self.cfg)
-            if failures:
-                f = failures[0]
-                raise ReferencePathError(
-                    f"QM reference path: image {f['index']} failed ({f['category']}: "
-                    f"{f['message']})")
             self.n_batches += 1
-            for a in labeled:
-                self.results[self._key(a)] = (a.get_potential_energy(), a.get_forces())
+            failed = {f["index"]: f for f in failures}
+            done = iter(labeled)
+            for i, (_, a) in enumerate(todo):
+                if i not in failed:
+                    lab = next(done)
+                    self.results[self._key(a)] = (lab.get_potential_energy(), lab.get_forces())
+            lost = [{"image": todo[i][0], **f} for i, f in failed.items()
+                    if not self._rescue(todo[i][0], todo[i][1], f)]
+            if lost:
+                raise _ImageFailure(lost)
         return self.results[key]
 
 
@@ -75,6 +148,65 @@ class _ImageCalculator(Calculator):
         self.results = {"energy": energy, "forces": np.array(forces)}
 
 
+def _orbital_dir(cfg: LabelingConfig, reactant: Atoms) -> Path:
+    """Where the NEB images' orbitals live: next to the label cache, one folder per band."""
+    tag = json.dumps([cfg.settings(), cfg.charge, cfg.multiplicity,
+                      reactant.get_atomic_numbers().tolist()], sort_keys=True, default=str)
+    return Path(cfg.cache_path).parent / "neb_orbitals" / hashlib.sha1(tag.encode()).hexdigest()[:12]
+
+
+def _relax(images: list[Atoms], oracle: _PathOracle, climb: bool, fmax: float, steps: int,
+           rng: np.random.Generator, max_repairs: int, where: str,
+           on_step=None) -> tuple[bool, int, int]:
+    """Relax a band with BFGS, repairing images that fail; (converged, steps, repairs).
+
+    A failed interior image is moved to the midpoint of its neighbours plus a small seeded
+    perturbation (0.02 Å) and the optimizer restarts; a failed end point, or more than
+    ``max_repairs`` repairs, raises :class:`ReferencePathError` (one line).
+    """
+    from ase.mep import NEB
+    from ase.optimize import BFGS
+
+    for img in images:
+        img.calc = _ImageCalculator(oracle)
+    neb = NEB(images, climb=climb, method="improvedtangent")
+    total, repairs = 0, 0
+    while True:
+        opt = BFGS(neb, logfile=None, maxstep=0.1)
+        try:
+            for _ in opt.irun(fmax=fmax, steps=steps - total):
+                oracle.step = total + opt.nsteps
+                if on_step:
+                    on_step(total + opt.nsteps, neb)
+            total += opt.nsteps
+            fmax_now = float(np.sqrt((neb.get_forces() ** 2).sum(axis=1).max()))
+            return fmax_now < fmax, total, repairs
+        except _ImageFailure as exc:
+            total += opt.nsteps
+            first = exc.failed[0]
+            ends = [f["image"] for f in exc.failed if f["image"] in (0, len(images) - 1)]
+            if ends:
+                name = "reactant" if ends[0] == 0 else "product"
+                raise ReferencePathError(
+                    f"{where}: the {name} fails at the QM level ({first['category']}: "
+                    f"{first['message']}); check its geometry, charge, multiplicity and level"
+                ) from None
+            repairs += 1
+            if repairs > max_repairs or total >= steps:
+                raise ReferencePathError(
+                    f"{where}: image {first['image']} still fails after {repairs - 1} band "
+                    f"repairs ({first['category']}: {first['message']}); give a ts_guess: or "
+                    "intermediates: geometry in the system definition") from None
+            for f in exc.failed:
+                k = f["image"]
+                img = images[k]
+                img.positions = (0.5 * (images[k - 1].positions + images[k + 1].positions)
+                                 + rng.normal(0.0, 0.02, img.positions.shape))
+                oracle.events[-1]["repair"] = "midpoint of neighbours"
+                log.warning("NEB image %d failed (%s): moved to its neighbours' midpoint",
+                            k, f["category"])
+
+
 def qm_neb_path(
     reactant: Atoms,
     product: Atoms,
@@ -83,51 +215,68 @@ def qm_neb_path(
     fmax: float = 0.05,
     steps: int = 150,
     prerelax: dict[str, Any] | None = None,
+    band: list[Atoms] | None = None,
+    max_repairs: int = 3,
+    seed: int = 0,
+    where: str = "QM reference path",
 ) -> tuple[list[Atoms], dict[str, Any]]:
     """Climbing-image NEB with the QM oracle; returns (labeled path incl. end points, stats).
 
-    The path starts from an IDPP interpolation and is relaxed with BFGS (on small reactions it
-    needs about a third of FIRE's steps, and every step costs a batch of QM single points).
-    With ``prerelax`` (a level of theory such as ``{"program": "xtb", "method": "gfn2-xtb"}``,
-    plus optional ``fmax``/``steps``) a plain NEB on that cheap level first relaxes the
-    interpolation (default to 0.1 eV/Å), which saves QM steps. Images are
-    tagged ``origin = path/qm_neb`` and ``subset = path``; ``neb_image`` is the image index and
-    the image of highest energy gets ``info["ts"] = True``.
+    The path starts from ``band`` (see :func:`reactive_al.exploration.band.build_band`: the
+    checked, repaired IDPP interpolation, seeded by any guesses) or, without one, from the
+    IDPP interpolation, and is relaxed with BFGS (on small reactions it needs about a third of
+    FIRE's steps, and every step costs a batch of QM single points). With ``prerelax`` (a
+    level of theory such as ``{"program": "xtb", "method": "gfn2-xtb"}``, plus optional
+    ``fmax``/``steps``) a plain NEB on that cheap level first relaxes the band (default to
+    0.1 eV/Å), which saves QM steps. An image that fails is rescued (previous orbitals, the
+    oracle's rescue levels) or repaired (see :func:`_relax`); every failure is in
+    ``stats["image_failures"]``. Images are tagged ``origin = path/qm_neb`` and
+    ``subset = path``; ``neb_image`` is the image index and the image of highest energy gets
+    ``info["ts"] = True``. Raises :class:`ReferencePathError` (one line, starting with
+    ``where``) when the path cannot be built.
     """
-    from ase.mep import NEB
-    from ase.optimize import BFGS
+    if band is None:
+        from reactive_al.exploration.band import build_band
 
-    images = [reactant.copy()] + [reactant.copy() for _ in range(n_images)] + [product.copy()]
+        band, _ = build_band(reactant, product, n_images, where=where)
+    images = [img.copy() for img in band]
     for img in images:
         img.pbc = False
         img.calc = None
-    NEB(images, method="improvedtangent").interpolate(method="idpp")
-    stats: dict[str, Any] = {"n_images": n_images, "fmax": fmax}
+    rng = np.random.default_rng(seed)
+    stats: dict[str, Any] = {"n_images": len(images) - 2, "fmax": fmax}
     if prerelax:
         pre = dict(prerelax)
         pre_fmax = float(pre.pop("fmax", 0.1))
         pre_steps = int(pre.pop("steps", 300))
         cheap = LabelingConfig(charge=cfg.charge, multiplicity=cfg.multiplicity, level=pre,
                                cache_path=cfg.cache_path, scheduler="synchronous",
-                               progress=False, min_distance=cfg.min_distance)
-        oracle = _PathOracle(images, cheap)
-        for img in images:
-            img.calc = _ImageCalculator(oracle)
-        neb = NEB(images, climb=False, method="improvedtangent")
-        opt = BFGS(neb, logfile=None, maxstep=0.1)
-        stats["prerelax_converged"] = bool(opt.run(fmax=pre_fmax, steps=pre_steps))
-        stats["prerelax_steps"] = int(opt.nsteps)
-        log.info("prerelaxed the path at %s in %d steps", pre, opt.nsteps)
-    oracle = _PathOracle(images, cfg)
-    for img in images:
-        img.calc = _ImageCalculator(oracle)
-    neb = NEB(images, climb=True, method="improvedtangent")
-    opt = BFGS(neb, logfile=None, maxstep=0.1)
-    for _ in opt.irun(fmax=fmax, steps=steps):
-        if opt.nsteps and opt.nsteps % 5 == 0:
-            log.info("QM NEB step %d: max force %.3f eV/Å", opt.nsteps,
+                               progress=False, min_distance=cfg.min_distance,
+                               max_failure_fraction=1.0)
+        start = [img.positions.copy() for img in images]
+        oracle = _PathOracle(images, cheap, None)
+        try:
+            conv, n, _ = _relax(images, oracle, False, pre_fmax, pre_steps, rng, max_repairs,
+                                f"{where} (prerelaxation at {pre})")
+            stats.update({"prerelax_converged": conv, "prerelax_steps": n})
+            log.info("prerelaxed the path at %s in %d steps", pre, n)
+        except ReferencePathError as exc:  # the cheap level is a help, never a blocker
+            log.warning("%s; starting the QM NEB from the unrelaxed band", exc)
+            stats["prerelax_failed"] = str(exc)
+            for img, pos in zip(images, start, strict=True):
+                img.positions = pos
+        stats["prerelax_failures"] = oracle.events
+
+    def report(step: int, neb) -> None:
+        if step and step % 5 == 0:
+            log.info("QM NEB step %d: max force %.3f eV/Å", step,
                      float(np.sqrt((neb.get_forces() ** 2).sum(axis=1).max())))
-    converged = bool(np.sqrt((neb.get_forces() ** 2).sum(axis=1).max()) < fmax)
+
+    # a failed image is repaired, not counted against the campaign's failure budget
+    oracle = _PathOracle(images, replace(cfg, max_failure_fraction=1.0),
+                         _orbital_dir(cfg, reactant))
+    converged, n_steps, repairs = _relax(images, oracle, True, fmax, steps, rng, max_repairs,
+                                         where, on_step=report)
     energies = np.array([img.get_potential_energy() for img in images])
     ts = int(np.argmax(energies))
     path = []
@@ -137,10 +286,15 @@ def qm_neb_path(
         a.info.update({"origin": "path/qm_neb", "subset": "path", "neb_image": k,
                        "ts": k == ts})
         path.append(a)
-    labeled, failures = label_structures(path, cfg)  # cache hits: attaches labels + provenance
-    if failures:
-        raise ReferencePathError(f"QM reference path: {len(failures)} images lost their labels")
-    stats.update({"converged": converged, "steps": int(opt.nsteps),
+    labeled = []
+    for a in path:  # cache hits: attaches labels + provenance (rescued ones at their level)
+        got, failures = label_structures([a], oracle.rescue_cfg.get(oracle._key(a), cfg))
+        if failures:
+            raise ReferencePathError(f"{where}: image {a.info['neb_image']} lost its label "
+                                     f"({failures[0]['category']})")
+        labeled += got
+    stats.update({"converged": converged, "steps": n_steps, "band_repairs": repairs,
+                  "image_failures": oracle.events,
                   "qm_batches": oracle.n_batches, "ts_image": ts,
                   "barrier_ev": float(energies[ts] - energies[0]),
                   "reaction_energy_ev": float(energies[-1] - energies[0])})

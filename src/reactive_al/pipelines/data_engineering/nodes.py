@@ -8,6 +8,7 @@ import numpy as np
 from ase import Atoms
 
 from reactive_al.evaluation.barriers import EV_TO_KCAL_MOL
+from reactive_al.exploration.band import DEFAULT_BAND_MIN_DISTANCE, build_band
 from reactive_al.exploration.structures import idpp_path, path_perturbations, structure_set
 from reactive_al.oracles.labeling import LabelingConfig
 from reactive_al.oracles.reference import (
@@ -34,13 +35,28 @@ def reference_path(
     ref = params["reference_path"]
     cfg = LabelingConfig(charge=rs.charge, multiplicity=rs.multiplicity, level=rs.level,
                          **labeling)
-    path, stats = qm_neb_path(rs.reactant, rs.product, cfg, n_images=int(ref["n_images"]),
-                              fmax=float(ref["fmax"]), steps=int(ref["steps"]),
-                              prerelax=ref.get("prerelax"))
+    band, band_report = _band(rs, ref, int(ref["n_images"]))
+    repair = ref.get("repair") or {}
+    path, stats = qm_neb_path(rs.reactant, rs.product, cfg, fmax=float(ref["fmax"]),
+                              steps=int(ref["steps"]), prerelax=ref.get("prerelax"), band=band,
+                              max_repairs=int(repair.get("max_repairs", 3)),
+                              seed=int(repair.get("seed", 0)),
+                              where=f"{system}: QM reference path")
     for a in path:
         rs.tag(a)
+    stats["band"] = band_report
     stats["barrier_kcal_mol"] = stats["barrier_ev"] * EV_TO_KCAL_MOL
     return path, stats
+
+
+def _band(rs, ref: dict[str, Any], n_images: int) -> tuple[list[Atoms], dict[str, Any]]:
+    """The checked starting band of the system (its guesses as knots, repaired if needed)."""
+    repair = ref.get("repair") or {}
+    return build_band(rs.reactant, rs.product, n_images, ts_guess=rs.ts_guess,
+                      intermediates=rs.intermediates,
+                      min_distance=float(repair.get("min_distance", DEFAULT_BAND_MIN_DISTANCE)),
+                      seed=int(repair.get("seed", 0)),
+                      where=f"conf/base/parameters_systems.yml: systems.{rs.name}")
 
 
 def build_structure_sets(
@@ -75,7 +91,8 @@ def build_structure_sets(
         seeds[1].info = {"origin": "product", "subset": "product"}
         n_img = int(params.get("md_seed_path_images", 0))
         if n_img:
-            seeds += idpp_path(rs.reactant, rs.product, n_img)
+            band, _ = _band(rs, params.get("reference_path") or {}, n_img)
+            seeds += idpp_path(rs.reactant, rs.product, n_img, band=band)
     for frames in (initial, test, seeds):
         for a in frames:
             rs.tag(a)
