@@ -13,7 +13,7 @@ from reactive_al import __main__ as cli
 from reactive_al.benchmark import (
     _check_budget,
     _flatten,
-    _param_arg,
+    param_arg,
     budget_overrides,
     campaign_catalog,
     campaign_params,
@@ -55,7 +55,7 @@ def test_labels_to_reach_interpolates_between_iterations():
 def test_method_overrides_become_nested_kedro_params():
     flat = _flatten({"selection": {"strategy": "max_det", "walkers": {"bias": {"enabled": True}}}})
     assert flat == {"selection.strategy": "max_det", "selection.walkers.bias.enabled": True}
-    assert _param_arg(flat) == "selection.strategy=max_det,selection.walkers.bias.enabled=true"
+    assert param_arg(flat) == "selection.strategy=max_det,selection.walkers.bias.enabled=true"
 
 
 def _campaign(project, name, maes, path_maes=None, barrier_errors=None, root=ROOT):
@@ -359,7 +359,7 @@ def test_level_override_replaces_the_whole_level_of_theory(project):
     assert root.name == "sn2_cl_ch3cl_xtb" and comparison_name("sn2_cl_ch3cl") == "sn2_cl_ch3cl"
     args = campaign_params(params, "sn2_cl_ch3cl", root, 0, "committee", level="xtb")
     # what `kedro run --params` makes of the argument string
-    runtime = OmegaConf.to_container(OmegaConf.from_dotlist(_param_arg(args).split(",")))
+    runtime = OmegaConf.to_container(OmegaConf.from_dotlist(param_arg(args).split(",")))
     resolved = config_loader(project, None, runtime)["parameters"]
     spec = resolved["systems"]["sn2_cl_ch3cl"]
     assert spec["level_of_theory"] == {"program": "xtb", "method": "gfn2-xtb"}

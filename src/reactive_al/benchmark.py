@@ -62,7 +62,8 @@ def _flatten(overrides: dict[str, Any]) -> dict[str, Any]:
     return flatten(overrides, sep=".")
 
 
-def _param_arg(params: dict[str, Any]) -> str:
+def param_arg(params: dict[str, Any]) -> str:
+    """Dotted overrides as the one ``--params`` argument of ``kedro run``."""
     def fmt(v: Any) -> str:
         if isinstance(v, bool):
             return "true" if v else "false"
@@ -71,7 +72,8 @@ def _param_arg(params: dict[str, Any]) -> str:
     return ",".join(f"{k}={fmt(v)}" for k, v in params.items())
 
 
-def _kedro(project: Path, args: list[str], log_path: Path) -> float:
+def kedro_run(project: Path, args: list[str], log_path: Path) -> float:
+    """``kedro run <args>`` in ``project``, output appended to ``log_path``; wall time (s)."""
     exe = Path(sys.executable).with_name("kedro")
     env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "true", "COLUMNS": "250"}
     start = time.perf_counter()
@@ -193,8 +195,8 @@ def run_benchmark(
         args = campaign_params(params, system, root, s, method, level, budget)
         log.info("benchmark %s: seed %d, %s (%s)", system, s, method or "shared stage", args)
         stage = [] if method else ["--to-outputs", "iter_00.committee,iter_00.metrics"]
-        return _kedro(project, ["--only-missing-outputs", *stage, *env_args, "--params",
-                                _param_arg(args)], project / seed_root(root, s) /
+        return kedro_run(project, ["--only-missing-outputs", *stage, *env_args, "--params",
+                                param_arg(args)], project / seed_root(root, s) /
                       (f"kedro_run_{method}.log" if method else "kedro_runs.log"))
 
     def record(s: int, key: str, seconds: float) -> None:

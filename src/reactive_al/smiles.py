@@ -80,6 +80,8 @@ def _parse(smiles: str, where: str, charge: int, multiplicity: int) -> Any:
     except Exception as exc:  # RDKit raises several sanitization exception types
         raise SystemDefinitionError(f"{where}: invalid SMILES '{smiles}' "
                                     f"({' '.join(str(exc).split())[:200]})") from exc
+    # parsing unsanitized skips stereo perception: the bond directions and @ of the SMILES count
+    Chem.AssignStereochemistry(mol, cleanIt=True, force=True)
     if (q := sum(a.GetFormalCharge() for a in mol.GetAtoms())) != charge:
         raise SystemDefinitionError(f"{where}: the formal charges of the SMILES add up to {q} but "
                                     f"charge is {charge}; fix the charge or the SMILES")
@@ -196,7 +198,7 @@ def geometries_from_smiles(name: str, spec: Mapping[str, Any], root: Path,
         from rdkit import rdBase
     except ImportError as exc:
         raise SystemDefinitionError(f"{where}: system '{name}' is given by SMILES but RDKit is "
-                                    "not installed (pip install rdkit)") from exc
+                                    "not installed (pip install rdkit, or the project extra .[smiles])") from exc
     try:
         charge, mult = int(spec["charge"]), int(spec["multiplicity"])
     except (KeyError, TypeError, ValueError) as exc:

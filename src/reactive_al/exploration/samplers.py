@@ -114,10 +114,11 @@ def neb_candidates(
 
     from reactive_al.exploration.band import build_band
 
-    images, _ = build_band(reactant, product, n_images, strict=False)
+    images, band = build_band(reactant, product, n_images, strict=False)
     for img in images:
         img.calc = calc_factory()
-    neb = NEB(images, climb=climb, method="improvedtangent")
+    neb = NEB(images, climb=climb, method="improvedtangent",
+              remove_rotation_and_translation=band["repaired"])
     opt = FIRE(neb, logfile=None)
     converged = bool(opt.run(fmax=fmax, steps=steps))
     energies = [img.get_potential_energy() for img in images]

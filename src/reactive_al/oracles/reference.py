@@ -55,7 +55,7 @@ class _PathOracle:
     def __init__(self, images: list[Atoms], cfg: LabelingConfig, orbital_dir: Path | None):
         self.images = images
         self.cfg = cfg
-        self.results: dict[bytes, tuple[float, np.ndarray]] = {}
+        self.results: dict[bytes, tuple[float, np.ndarray, np.ndarray]] = {}
         self.rescue_cfg: dict[bytes, LabelingConfig] = {}
         self.events: list[dict[str, Any]] = []
         self.n_batches = 0
@@ -68,7 +68,35 @@ class _PathOracle:
 
     @staticmethod
     def _key(atoms: Atoms) -> bytes:
-        return np.round(atoms.get_positions(), 10).tobytes()
+        """The internal geometry (pair distances): a rigidly moved image is not computed again.
+
+        With ``remove_rotation`` the NEB turns images to their neighbours before each step.
+        """
+        pos = atoms.get_positions()
+        iu = np.triu_indices(len(pos), k=1)
+        return np.round(np.linalg.norm(pos[iu[0]] - pos[iu[1]], axis=1), 8).tobytes()
+
+    def _store(self, atoms: Atoms, energy: float, forces: np.ndarray) -> None:
+        self.results[self._key(atoms)] = (energy, np.asarray(forces), atoms.get_positions())
+
+    def _lookup(self, atoms: Atoms) -> tuple[float, np.ndarray] | None:
+        """The stored result of ``atoms`` with its forces turned into its frame, or None."""
+        hit = self.results.get(self._key(atoms))
+        if hit is None:
+            return None
+        energy, forces, ref = hit
+        pos = atoms.get_positions()
+        a, b = ref - ref.mean(0), pos - pos.mean(0)
+        u, _, vt = np.linalg.svd(a.T @ b)
+        d = np.sign(np.linalg.det(u @ vt))
+        rot = u @ np.diag([1.0, 1.0, d]) @ vt  # b ≈ a @ rot
+        if np.abs(a @ rot - b).max() > 1e-6:  # a mirror image: the same distances, not a turn
+            return None
+        return energy, forces @ rot
+
+    def computed_positions(self, atoms: Atoms) -> np.ndarray:
+        """The positions at which the label of ``atoms`` (up to a rigid turn) was computed."""
+        return self.results[self._key(atoms)][2]
 
     def _chk(self, k: int) -> str | None:
         return str(self.orbital_dir / f"image_{k}.chk") if self.orbital_dir and k >= 0 else None
@@ -104,20 +132,18 @@ class _PathOracle:
             labeled, _ = label_structures([self._frame(atoms, k, guess)], cfg,
                                           retry_failed=retry)
             if labeled:
-                key = self._key(atoms)
-                self.results[key] = (labeled[0].get_potential_energy(), labeled[0].get_forces())
+                self._store(atoms, labeled[0].get_potential_energy(), labeled[0].get_forces())
                 if cfg is not self.cfg:
-                    self.rescue_cfg[key] = cfg
+                    self.rescue_cfg[self._key(atoms)] = cfg
                 event["rescued_by"] = name
                 log.warning("NEB image %d (%s) rescued by %s", k, failure["category"], name)
                 return True
         return False
 
     def result(self, atoms: Atoms) -> tuple[float, np.ndarray]:
-        key = self._key(atoms)
-        if key not in self.results:
-            todo = [(k, a) for k, a in enumerate(self.images) if self._key(a) not in self.results]
-            if not any(self._key(a) == key for _, a in todo):
+        if self._lookup(atoms) is None:
+            todo = [(k, a) for k, a in enumerate(self.images) if self._lookup(a) is None]
+            if not any(self._key(a) == self._key(atoms) for _, a in todo):
                 todo.append((-1, atoms))
             frames = [self._frame(a, k) for k, a in todo]
             labeled, failures = label_structures(frames, self.cfg)
@@ -127,12 +153,12 @@ class _PathOracle:
             for i, (_, a) in enumerate(todo):
                 if i not in failed:
                     lab = next(done)
-                    self.results[self._key(a)] = (lab.get_potential_energy(), lab.get_forces())
+                    self._store(a, lab.get_potential_energy(), lab.get_forces())
             lost = [{"image": todo[i][0], **f} for i, f in failed.items()
                     if not self._rescue(todo[i][0], todo[i][1], f)]
             if lost:
                 raise _ImageFailure(lost)
-        return self.results[key]
+        return self._lookup(atoms)
 
 
 class _ImageCalculator(Calculator):
@@ -157,7 +183,7 @@ def _orbital_dir(cfg: LabelingConfig, reactant: Atoms) -> Path:
 
 def _relax(images: list[Atoms], oracle: _PathOracle, climb: bool, fmax: float, steps: int,
            rng: np.random.Generator, max_repairs: int, where: str,
-           on_step=None) -> tuple[bool, int, int]:
+           on_step=None, remove_rotation: bool = False) -> tuple[bool, int, int]:
     """Relax a band with BFGS, repairing images that fail; (converged, steps, repairs).
 
     A failed interior image is moved to the midpoint of its neighbours plus a small seeded
@@ -169,7 +195,8 @@ def _relax(images: list[Atoms], oracle: _PathOracle, climb: bool, fmax: float, s
 
     for img in images:
         img.calc = _ImageCalculator(oracle)
-    neb = NEB(images, climb=climb, method="improvedtangent")
+    neb = NEB(images, climb=climb, method="improvedtangent",
+              remove_rotation_and_translation=remove_rotation)
     total, repairs = 0, 0
     while True:
         opt = BFGS(neb, logfile=None, maxstep=0.1)
@@ -219,6 +246,7 @@ def qm_neb_path(
     max_repairs: int = 3,
     seed: int = 0,
     where: str = "QM reference path",
+    remove_rotation: bool = False,
 ) -> tuple[list[Atoms], dict[str, Any]]:
     """Climbing-image NEB with the QM oracle; returns (labeled path incl. end points, stats).
 
@@ -232,8 +260,10 @@ def qm_neb_path(
     oracle's rescue levels) or repaired (see :func:`_relax`); every failure is in
     ``stats["image_failures"]``. Images are tagged ``origin = path/qm_neb`` and
     ``subset = path``; ``neb_image`` is the image index and the image of highest energy gets
-    ``info["ts"] = True``. Raises :class:`ReferencePathError` (one line, starting with
-    ``where``) when the path cannot be built.
+    ``info["ts"] = True``. ``remove_rotation`` removes rigid rotation and translation from
+    the NEB steps (a hydrogen circling a linear molecule otherwise turns the images).
+    Raises :class:`ReferencePathError` (one line, starting with ``where``) when the path
+    cannot be built.
     """
     if band is None:
         from reactive_al.exploration.band import build_band
@@ -244,7 +274,8 @@ def qm_neb_path(
         img.pbc = False
         img.calc = None
     rng = np.random.default_rng(seed)
-    stats: dict[str, Any] = {"n_images": len(images) - 2, "fmax": fmax}
+    stats: dict[str, Any] = {"n_images": len(images) - 2, "fmax": fmax,
+                             "remove_rotation": remove_rotation}
     if prerelax:
         pre = dict(prerelax)
         pre_fmax = float(pre.pop("fmax", 0.1))
@@ -257,7 +288,8 @@ def qm_neb_path(
         oracle = _PathOracle(images, cheap, None)
         try:
             conv, n, _ = _relax(images, oracle, False, pre_fmax, pre_steps, rng, max_repairs,
-                                f"{where} (prerelaxation at {pre})")
+                                f"{where} (prerelaxation at {pre})",
+                                remove_rotation=remove_rotation)
             stats.update({"prerelax_converged": conv, "prerelax_steps": n})
             log.info("prerelaxed the path at %s in %d steps", pre, n)
         except ReferencePathError as exc:  # the cheap level is a help, never a blocker
@@ -276,12 +308,13 @@ def qm_neb_path(
     oracle = _PathOracle(images, replace(cfg, max_failure_fraction=1.0),
                          _orbital_dir(cfg, reactant))
     converged, n_steps, repairs = _relax(images, oracle, True, fmax, steps, rng, max_repairs,
-                                         where, on_step=report)
+                                         where, on_step=report,
+                                         remove_rotation=remove_rotation)
     energies = np.array([img.get_potential_energy() for img in images])
     ts = int(np.argmax(energies))
     path = []
-    for k, img in enumerate(images):
-        a = Atoms(img.numbers, img.positions, pbc=False)
+    for k, img in enumerate(images):  # as computed (a turned image's label is that geometry's)
+        a = Atoms(img.numbers, oracle.computed_positions(img), pbc=False)
         a.info = identity(reactant)
         a.info.update({"origin": "path/qm_neb", "subset": "path", "neb_image": k,
                        "ts": k == ts})

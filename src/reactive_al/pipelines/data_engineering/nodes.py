@@ -41,12 +41,21 @@ def reference_path(
                               steps=int(ref["steps"]), prerelax=ref.get("prerelax"), band=band,
                               max_repairs=int(repair.get("max_repairs", 3)),
                               seed=int(repair.get("seed", 0)),
-                              where=f"{system}: QM reference path")
+                              where=f"{system}: QM reference path",
+                              remove_rotation=_remove_rotation(ref, band_report))
     for a in path:
         rs.tag(a)
     stats["band"] = band_report
     stats["barrier_kcal_mol"] = stats["barrier_ev"] * EV_TO_KCAL_MOL
     return path, stats
+
+
+def _remove_rotation(ref: dict[str, Any], band_report: dict[str, Any]) -> bool:
+    """``reference_path.remove_rotation``: true/false, or ``auto`` (repaired or seeded bands)."""
+    choice = ref.get("remove_rotation", "auto")
+    if choice == "auto":
+        return bool(band_report["repaired"] or band_report["n_guesses"])
+    return bool(choice)
 
 
 def _band(rs, ref: dict[str, Any], n_images: int) -> tuple[list[Atoms], dict[str, Any]]:
