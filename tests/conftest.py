@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +19,27 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 HF_STO3G = {"program": "pyscf", "method": "hf", "basis": "sto-3g", "grid_level": 3,
             "conv_tol": 1e-9, "density_fit": False, "unrestricted": "auto"}
+
+
+def kedro(project: Path, *args: str) -> subprocess.CompletedProcess:
+    """``kedro run <args>`` in ``project`` (one OpenMP thread, wide log lines), captured."""
+    env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "true", "OMP_NUM_THREADS": "1",
+           "COLUMNS": "250"}  # rich wraps long log lines at the terminal width
+    exe = Path(sys.executable).with_name("kedro")
+    return subprocess.run([str(exe), "run", *args], cwd=project, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def copy_project(root: Path, local_params: str) -> Path:
+    """A copy of the project (conf, raw data, sources) under ``root`` with local parameters."""
+    shutil.copytree(PROJECT_ROOT / "conf", root / "conf", ignore=shutil.ignore_patterns("local"))
+    (root / "conf/local").mkdir()
+    (root / "conf/local/parameters_test.yml").write_text(local_params)
+    shutil.copytree(PROJECT_ROOT / "data/01_raw", root / "data/01_raw")
+    shutil.copy(PROJECT_ROOT / "pyproject.toml", root)
+    shutil.copytree(PROJECT_ROOT / "src", root / "src",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    return root
 
 
 def water(shift: float = 0.0) -> Atoms:

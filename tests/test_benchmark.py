@@ -13,11 +13,11 @@ from reactive_al import __main__ as cli
 from reactive_al.benchmark import (
     _check_budget,
     _flatten,
-    param_arg,
     budget_overrides,
     campaign_catalog,
     campaign_params,
     comparison_name,
+    param_arg,
     report_only,
     seed_root,
     write_comparison,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import PROJECT_ROOT
+from .conftest import PROJECT_ROOT, copy_project, kedro
 
 pytestmark = pytest.mark.slow
 
@@ -37,25 +37,9 @@ evaluation:
 """
 
 
-def kedro(project: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "true", "OMP_NUM_THREADS": "1",
-           "COLUMNS": "250"}  # rich wraps long log lines at the terminal width
-    exe = Path(sys.executable).with_name("kedro")
-    return subprocess.run([str(exe), "run", *args], cwd=project, env=env,
-                          capture_output=True, text=True, timeout=600)
-
-
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("project")
-    shutil.copytree(PROJECT_ROOT / "conf", root / "conf",
-                    ignore=shutil.ignore_patterns("local"))
-    (root / "conf/local").mkdir()
-    (root / "conf/local/parameters_test.yml").write_text(LOCAL_PARAMS)
-    shutil.copytree(PROJECT_ROOT / "data/01_raw", root / "data/01_raw")
-    shutil.copy(PROJECT_ROOT / "pyproject.toml", root)
-    shutil.copytree(PROJECT_ROOT / "src", root / "src",
-                    ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    root = copy_project(tmp_path_factory.mktemp("project"), LOCAL_PARAMS)
     result = kedro(root)
     assert result.returncode == 0, result.stderr[-3000:]
     return root

@@ -14,6 +14,7 @@ from reactive_al.exploration.band import (
     PathConstructionError,
     build_band,
     closest_contact,
+    max_turn_deg,
 )
 from reactive_al.oracles import ORACLES, Oracle, OracleError, register_oracle
 from reactive_al.oracles.labeling import LabelingConfig
@@ -44,6 +45,7 @@ def test_linear_molecule_shift_band_keeps_atoms_apart():
         assert dist.min() >= 0.8
     np.testing.assert_allclose(band[0].positions, HCN.positions)
     np.testing.assert_allclose(band[-1].positions, HNC.positions)
+    assert max_turn_deg(band) > 5.0  # the hydrogen circling the C-N bond turns the molecule
     again, _ = build_band(HCN, HNC, 5, min_distance=0.8, seed=1)
     np.testing.assert_array_equal(np.array([a.positions for a in band]),
                                   np.array([a.positions for a in again]))
@@ -57,7 +59,7 @@ def test_sane_band_is_plain_idpp():
     plain = [r.copy() for _ in range(4)] + [p.copy()]
     NEB(plain, method="improvedtangent").interpolate(method="idpp")
     band, report = build_band(r, p, 3)
-    assert not report["repaired"]
+    assert not report["repaired"] and report["max_turn_deg"] == 0.0
     np.testing.assert_array_equal(np.array([a.positions for a in band]),
                                   np.array([a.positions for a in plain]))
 
@@ -197,3 +199,72 @@ def test_failing_end_point_names_it(flaky):
     FlakyOracle.fails = staticmethod(lambda atoms: atoms.positions[1, 0] > 1.7)
     with pytest.raises(ReferencePathError, match="the product fails at the QM level"):
         qm_neb_path(H3_R, H3_P, flaky, fmax=0.3, steps=40, n_images=3)
+
+
+SMILES_PROJECT = """
+system: hcn_smiles
+systems:
+  hcn_smiles:
+    reactant_smiles: "[H:1][C:2]#[N:3]"
+    product_smiles: "[C-:2]#[N+:3][H:1]"
+    charge: 0
+    multiplicity: 1
+    level_of_theory: {program: xtb, method: gfn2-xtb}
+data_engineering:
+  initial: {n_displaced: 1, n_normal_mode: 1}
+  test: {n_displaced: 1, n_normal_mode: 1}
+  reference_path: {n_images: 5, steps: 150, n_perturbed: 1}
+  thermal: {n_per_well: 1, n_steps: 40, temperatures_K: [300], hot_temperature_K: 1200}
+  md_seed_path_images: 2
+labeling: {scheduler: synchronous, progress: false}
+"""
+
+
+@pytest.fixture(scope="module")
+def smiles_project(tmp_path_factory):
+    from .conftest import copy_project, kedro
+
+    root = copy_project(tmp_path_factory.mktemp("smiles_project"), SMILES_PROJECT)
+    result = kedro(root, "--pipelines", "data_engineering")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return root
+
+
+@pytest.mark.slow
+def test_smiles_reaction_runs_data_engineering_to_a_converged_neb(smiles_project):
+    import json
+
+    from ase.io import read
+
+    raw = smiles_project / "data/01_raw/hcn_smiles"
+    assert (raw / "reactant.xyz").is_file() and (raw / "product.xyz").is_file()
+    stats = json.loads((smiles_project / "data/08_reporting/reference_path.json").read_text())
+    print({k: v for k, v in stats.items() if "failures" not in k})
+    # the product is aligned on the reactant: the C-N unit turns about the hydrogen
+    assert stats["converged"] and stats["band"]["max_turn_deg"] > 5 and stats["remove_rotation"]
+    path = read(smiles_project / "data/03_primary/reference_path.extxyz", index=":")
+    assert len(path) == 7 and closest_contact(path)[0] >= 0.7
+    assert path[0].get_chemical_symbols() == ["H", "C", "N"]
+    # the hydrogen went from carbon to nitrogen, around the C-N bond
+    assert path[0].get_distance(0, 1) < 1.2 and path[-1].get_distance(0, 2) < 1.1
+    assert len(read(smiles_project / "data/02_intermediate/md_seeds.extxyz", index=":")) == 4
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("params", "expected"), [
+    ("systems.hcn_smiles.charge=-1", "systems.hcn_smiles.reactant_smiles: the formal charges"),
+    ("data_engineering.reference_path.repair.min_distance=3.0",
+     "the interpolated path brings atoms"),
+])
+def test_broken_reaction_stops_with_one_line_and_keeps_data(smiles_project, params, expected):
+    from .conftest import kedro
+
+    path = smiles_project / "data/03_primary/reference_path.extxyz"
+    before = path.read_bytes()
+    result = kedro(smiles_project, "--pipelines", "data_engineering", "--params", params)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("reactive_al: conf/base/parameters_systems.yml: systems.hcn_smiles")
+    assert expected in last
+    assert path.read_bytes() == before

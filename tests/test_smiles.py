@@ -65,7 +65,7 @@ def test_end_points_are_minima_and_aligned(tautomer):
     assert np.allclose(moved.positions, p.positions, atol=1e-4)
     stamp = json.loads((root / "data/01_raw/rxn/smiles.json").read_text())
     assert stamp["inputs"]["smiles"] == {"reactant": VINYL, "product": ACETALDEHYDE}
-    assert stamp["inputs"]["rdkit"].startswith("20")
+    assert stamp["versions"]["rdkit"].startswith("20")
     assert stamp["reactant"]["converged"] and stamp["product"]["converged"]
     # acetaldehyde is the more stable tautomer (about 0.4 eV)
     assert 0.2 < stamp["reactant"]["energy_eV"] - stamp["product"]["energy_eV"] < 0.8

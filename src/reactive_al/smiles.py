@@ -197,8 +197,9 @@ def geometries_from_smiles(name: str, spec: Mapping[str, Any], root: Path,
     try:
         from rdkit import rdBase
     except ImportError as exc:
-        raise SystemDefinitionError(f"{where}: system '{name}' is given by SMILES but RDKit is "
-                                    "not installed (pip install rdkit, or the project extra .[smiles])") from exc
+        raise SystemDefinitionError(
+            f"{where}: system '{name}' is given by SMILES but RDKit is not installed "
+            "(pip install rdkit, or the project extra .[smiles])") from exc
     try:
         charge, mult = int(spec["charge"]), int(spec["multiplicity"])
     except (KeyError, TypeError, ValueError) as exc:
@@ -215,9 +216,11 @@ def geometries_from_smiles(name: str, spec: Mapping[str, Any], root: Path,
                             [a.GetSymbol() for a in mols[0].GetAtoms()])
         with contextlib.suppress(Exception):  # not installed: the optimisation says so
             version = get_oracle(level.program).version()
+    # what the geometries are made from; the versions are provenance, not a reason to move
+    # geometries that were inspected (and shipped) already
     inputs = {"smiles": smiles, "charge": charge, "multiplicity": mult,
-              "options": {**opts, "optimize": level.as_dict() if level else None},
-              "rdkit": rdBase.rdkitVersion, "program_version": version}
+              "options": {**opts, "optimize": level.as_dict() if level else None}}
+    versions = {"rdkit": rdBase.rdkitVersion, "program_version": version}
     rel = [Path("data/01_raw", name, f"{k}.xyz") for k in sides]
     paths = (rel[0].as_posix(), rel[1].as_posix() if len(rel) == 2 else None)
     stamp = root / rel[0].parent / STAMP
@@ -226,7 +229,7 @@ def geometries_from_smiles(name: str, spec: Mapping[str, Any], root: Path,
             if json.loads(stamp.read_text()).get("inputs") == inputs:
                 return paths
 
-    record: dict[str, Any] = {"inputs": inputs}
+    record: dict[str, Any] = {"inputs": inputs, "versions": versions}
     chosen: list[Atoms] = []
     for mol, k in zip(mols, sides, strict=True):
         cids, confs, ff_e, ff = _conformers(mol, opts, f"{where}.{k}_smiles")

@@ -61,6 +61,32 @@ def closest_contact(images: Sequence[Atoms], substeps: int = 4) -> tuple[float, 
     return best
 
 
+def _is_linear(pos: np.ndarray, tol: float = 0.1) -> bool:
+    """All atoms within ``tol`` Å of one line (a rotation about it is undefined)."""
+    c = pos - pos.mean(0)
+    s = np.linalg.svd(c, compute_uv=False)
+    return len(pos) < 3 or s[1] / np.sqrt(len(pos)) < tol
+
+
+def max_turn_deg(images: Sequence[Atoms]) -> float:
+    """Largest rigid rotation (degrees) between neighbouring images of a band.
+
+    The rotation is the best superposition (Kabsch) of one image on the next; pairs with a
+    linear image are skipped. A band that turns the molecule needs the NEB to remove
+    rigid rotation, or its images drift apart by rotating.
+    """
+    turns = [0.0]
+    for a, b in zip(images[:-1], images[1:], strict=True):
+        p, q = a.get_positions(), b.get_positions()
+        if _is_linear(p) or _is_linear(q):
+            continue
+        p, q = p - p.mean(0), q - q.mean(0)
+        u, _, vt = np.linalg.svd(p.T @ q)
+        rot = u @ np.diag([1.0, 1.0, np.sign(np.linalg.det(u @ vt))]) @ vt
+        turns.append(float(np.degrees(np.arccos(np.clip((np.trace(rot) - 1) / 2, -1, 1)))))
+    return max(turns)
+
+
 def _idpp(images: list[Atoms]) -> None:
     """IDPP-optimise the interior of ``images`` in place, from their current positions.
 
@@ -189,6 +215,7 @@ def build_band(
         img.calc = None
         img.pbc = False
     report["closest_contact"] = closest_contact(band)[0]
+    report["max_turn_deg"] = max_turn_deg(band)
     report["sane"] = report["closest_contact"] >= min_distance
     report["repaired"] = any("repair_amplitude" in s for s in report["segments"])
     return band, report

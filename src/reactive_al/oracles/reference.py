@@ -178,20 +178,24 @@ def _orbital_dir(cfg: LabelingConfig, reactant: Atoms) -> Path:
     """Where the NEB images' orbitals live: next to the label cache, one folder per band."""
     tag = json.dumps([cfg.settings(), cfg.charge, cfg.multiplicity,
                       reactant.get_atomic_numbers().tolist()], sort_keys=True, default=str)
-    return Path(cfg.cache_path).parent / "neb_orbitals" / hashlib.sha1(tag.encode()).hexdigest()[:12]
+    digest = hashlib.sha1(tag.encode()).hexdigest()[:12]
+    return Path(cfg.cache_path).parent / "neb_orbitals" / digest
 
 
 def _relax(images: list[Atoms], oracle: _PathOracle, climb: bool, fmax: float, steps: int,
            rng: np.random.Generator, max_repairs: int, where: str,
            on_step=None, remove_rotation: bool = False) -> tuple[bool, int, int]:
-    """Relax a band with BFGS, repairing images that fail; (converged, steps, repairs).
+    """Relax a band, repairing images that fail; (converged, steps, repairs).
 
     A failed interior image is moved to the midpoint of its neighbours plus a small seeded
     perturbation (0.02 Å) and the optimizer restarts; a failed end point, or more than
-    ``max_repairs`` repairs, raises :class:`ReferencePathError` (one line).
+    ``max_repairs`` repairs, raises :class:`ReferencePathError` (one line). The optimizer
+    is BFGS (0.1 Å steps); with ``remove_rotation`` it is MDMin (0.05 Å steps): the NEB turns
+    the images before each step, which breaks BFGS's curvature memory (on a hydrogen shift
+    around a linear molecule BFGS diverged on some runs, MDMin converged on all).
     """
     from ase.mep import NEB
-    from ase.optimize import BFGS
+    from ase.optimize import BFGS, MDMin
 
     for img in images:
         img.calc = _ImageCalculator(oracle)
@@ -199,7 +203,9 @@ def _relax(images: list[Atoms], oracle: _PathOracle, climb: bool, fmax: float, s
               remove_rotation_and_translation=remove_rotation)
     total, repairs = 0, 0
     while True:
-        opt = BFGS(neb, logfile=None, maxstep=0.1)
+        # images turned before each step break BFGS's curvature memory; MDMin keeps none
+        opt = (MDMin(neb, logfile=None, dt=0.05, maxstep=0.05) if remove_rotation
+               else BFGS(neb, logfile=None, maxstep=0.1))
         try:
             for _ in opt.irun(fmax=fmax, steps=steps - total):
                 oracle.step = total + opt.nsteps
@@ -253,7 +259,8 @@ def qm_neb_path(
     The path starts from ``band`` (see :func:`reactive_al.exploration.band.build_band`: the
     checked, repaired IDPP interpolation, seeded by any guesses) or, without one, from the
     IDPP interpolation, and is relaxed with BFGS (on small reactions it needs about a third of
-    FIRE's steps, and every step costs a batch of QM single points). With ``prerelax`` (a
+    FIRE's steps, and every step costs a batch of QM single points; MDMin when rotation is
+    removed, see :func:`_relax`). With ``prerelax`` (a
     level of theory such as ``{"program": "xtb", "method": "gfn2-xtb"}``, plus optional
     ``fmax``/``steps``) a plain NEB on that cheap level first relaxes the band (default to
     0.1 eV/Å), which saves QM steps. An image that fails is rescued (previous orbitals, the

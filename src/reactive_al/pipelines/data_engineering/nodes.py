@@ -9,6 +9,9 @@ from ase import Atoms
 
 from reactive_al.evaluation.barriers import EV_TO_KCAL_MOL
 from reactive_al.exploration.band import DEFAULT_BAND_MIN_DISTANCE, build_band
+
+#: Rigid rotation (degrees) between neighbouring band images above which ``auto`` removes it.
+MAX_TURN_DEG = 5.0
 from reactive_al.exploration.structures import idpp_path, path_perturbations, structure_set
 from reactive_al.oracles.labeling import LabelingConfig
 from reactive_al.oracles.reference import (
@@ -51,10 +54,15 @@ def reference_path(
 
 
 def _remove_rotation(ref: dict[str, Any], band_report: dict[str, Any]) -> bool:
-    """``reference_path.remove_rotation``: true/false, or ``auto`` (repaired or seeded bands)."""
+    """``reference_path.remove_rotation``: true/false, or ``auto``.
+
+    ``auto``: for bands that were repaired, seeded by guesses or turn the molecule (more than
+    ``MAX_TURN_DEG`` between neighbouring images).
+    """
     choice = ref.get("remove_rotation", "auto")
     if choice == "auto":
-        return bool(band_report["repaired"] or band_report["n_guesses"])
+        return bool(band_report["repaired"] or band_report["n_guesses"]
+                    or band_report["max_turn_deg"] > MAX_TURN_DEG)
     return bool(choice)
 
 
