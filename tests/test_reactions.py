@@ -126,13 +126,14 @@ class FlakyLevel:
     """EMT whose SCF 'fails' where ``FlakyOracle.fails`` says so (a failing image, on demand)."""
 
     program: ClassVar[str] = "flaky"
+    robust: bool = False  # the rescue level: never fails
 
     @property
     def name(self) -> str:
         return "emt"
 
     def as_dict(self) -> dict:
-        return {"program": "flaky"}
+        return {"program": "flaky", "robust": self.robust}
 
 
 class FlakyOracle(Oracle):
@@ -141,14 +142,19 @@ class FlakyOracle(Oracle):
     distribution = "ase"
     fails = staticmethod(lambda atoms: False)
 
+    rescue = False
+
+    def rescue_levels(self, level):
+        return [FlakyLevel(robust=True)] if FlakyOracle.rescue else []
+
     def single_point(self, atoms, charge, multiplicity, level, omp_threads=None,
                      timeout_s=None):
-        if FlakyOracle.fails(atoms):
+        if FlakyOracle.fails(atoms) and not level.robust:
             raise OracleError("scf_not_converged", "flaky: no convergence here")
         mol = atoms.copy()
         mol.calc = self.calculator(charge, multiplicity, level)
         return {"energy": mol.get_potential_energy(), "forces": mol.get_forces(),
-                "provenance": {"qm_program": "flaky"}}
+                "provenance": {"qm_program": "flaky", "qm_robust": level.robust}}
 
     def calculator(self, charge, multiplicity, level):
         from ase.calculators.emt import EMT
@@ -165,6 +171,7 @@ def flaky(tmp_path):
     yield cfg
     ORACLES.pop("flaky")
     FlakyOracle.fails = staticmethod(lambda atoms: False)
+    FlakyOracle.rescue = False
 
 
 H3_R = Atoms("H3", positions=[[0, 0, 0], [0.8, 0, 0], [2.6, 0, 0]])
@@ -182,6 +189,18 @@ def test_failed_middle_image_is_recorded_and_the_band_repaired(flaky):
     assert event["image"] == 2 and event["category"] == "scf_not_converged"
     assert event["repair"] == "midpoint of neighbours" and event["rescued_by"] is None
     assert not np.allclose(path[2].positions, poisoned)
+
+
+def test_failed_image_rescued_at_the_oracles_rescue_level_keeps_the_band(flaky):
+    band, _ = build_band(H3_R, H3_P, 3)
+    poisoned = band[2].positions.copy()
+    FlakyOracle.fails = staticmethod(lambda atoms: np.allclose(atoms.positions, poisoned))
+    FlakyOracle.rescue = True
+    path, stats = qm_neb_path(H3_R, H3_P, flaky, fmax=0.3, steps=40, band=band)
+    (event,) = stats["image_failures"]
+    assert event["rescued_by"] == "level {'program': 'flaky', 'robust': True}"
+    assert stats["band_repairs"] == 0 and "repair" not in event
+    assert all("label_key" in a.info for a in path)
 
 
 def test_image_that_always_fails_stops_with_one_line(flaky):
