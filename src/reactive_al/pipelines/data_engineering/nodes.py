@@ -9,9 +9,6 @@ from ase import Atoms
 
 from reactive_al.evaluation.barriers import EV_TO_KCAL_MOL
 from reactive_al.exploration.band import DEFAULT_BAND_MIN_DISTANCE, build_band
-
-#: Rigid rotation (degrees) between neighbouring band images above which ``auto`` removes it.
-MAX_TURN_DEG = 5.0
 from reactive_al.exploration.structures import idpp_path, path_perturbations, structure_set
 from reactive_al.oracles.labeling import LabelingConfig
 from reactive_al.oracles.reference import (
@@ -21,6 +18,9 @@ from reactive_al.oracles.reference import (
     thermal_frames,
 )
 from reactive_al.systems import load_system
+
+#: Rigid rotation (degrees) between neighbouring band images above which ``auto`` removes it.
+MAX_TURN_DEG = 5.0
 
 
 def reference_path(
