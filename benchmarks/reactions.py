@@ -31,8 +31,10 @@ from reactive_al.settings import load_catalog, load_parameters
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ["hcn_hnc", "malonaldehyde", "vinyl_alcohol_acetaldehyde"]
-CURVE_COLUMNS = ("n_labels", "force_mae", "force_mae_path", "energy_mae_per_atom",
-                 "neb_barrier_error_kcal_mol")
+CURVE_COLUMNS = {"n_labels": "n_labels", "test/force_mae_ev_per_a": "force_mae_ev_per_a",
+                 "test/path/force_mae_ev_per_a": "path_force_mae_ev_per_a",
+                 "test/energy_mae_mev_per_atom": "energy_mae_mev_per_atom",
+                 "test/neb/barrier_error_kcal_mol": "neb_barrier_error_kcal_mol"}
 
 
 def reference_path(system: str, log: Path) -> dict:
@@ -58,9 +60,10 @@ def short_campaign(system: str, iterations: int, batch_size: int, log: Path) -> 
     catalog = load_catalog(ROOT, None, {"data_root": str(root)})
     curve = catalog.load("learning_curve")
     cols = [c for c in CURVE_COLUMNS if c in curve.columns]
+    curve = curve[cols].rename(columns=CURVE_COLUMNS)
     return {"level_of_theory": params["benchmark"]["levels"]["xtb"], "iterations": iterations,
             "batch_size": batch_size, "wall_time_s": round(wall, 1),
-            "learning_curve": curve[cols].to_dict(orient="list")}
+            "learning_curve": curve.to_dict(orient="list")}
 
 
 def main() -> None:
@@ -93,7 +96,7 @@ def main() -> None:
         if "campaign_xtb" in entry:
             curve = entry["campaign_xtb"]["learning_curve"]
             print(f"  xTB campaign: labels {curve['n_labels']} force MAE "
-                  f"{[round(v, 3) for v in curve['force_mae']]} eV/Å")
+                  f"{[round(v, 3) for v in curve['force_mae_ev_per_a']]} eV/Å")
         write_result("reactions", results)
 
 
