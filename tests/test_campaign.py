@@ -268,3 +268,15 @@ def test_benchmark_runs_each_method_on_the_same_test_set_and_budget(project):
     assert json.loads((seed1 / "wall_time_s.json").read_text())["committee"] > 0
     # the campaign under data/ is untouched by the benchmark
     assert (project / "data/03_primary/labeled_set.extxyz").exists()
+
+
+def test_other_level_on_the_same_data_folder_stops_with_one_line(project):
+    labeled = project / "data/03_primary/labeled_set_0.extxyz"
+    before = labeled.read_bytes()
+    result = kedro(project, "--pipelines", "data_engineering", "--params",
+                   "systems.h3_exchange.level_of_theory.basis=3-21g")
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("reactive_al: data/08_reporting/data_identity.json: this folder holds")
+    assert "level_of_theory" in last and "data_root=" in last
+    assert labeled.read_bytes() == before

@@ -16,6 +16,9 @@ from reactive_al.pipelines import (
     tuning,
 )
 
+#: The ``active_learning.n_iterations`` the registered pipelines were last built with.
+BUILT_WITH: dict[str, int] = {}
+
 
 def _n_iterations(default: int = 5) -> int:
     """Campaign length: the session's parameters (``--env``, ``--params``), else the files."""
@@ -28,7 +31,9 @@ def _n_iterations(default: int = 5) -> int:
             params = load_parameters(Path.cwd())
         except Exception:  # no project configuration here (e.g. imported from elsewhere)
             params = {}
-    return int(params.get("active_learning", {}).get("n_iterations", default))
+    n = int(params.get("active_learning", {}).get("n_iterations", default))
+    BUILT_WITH["n_iterations"] = n
+    return n
 
 
 def register_pipelines() -> dict[str, Pipeline]:

@@ -22,11 +22,18 @@ class CommitteeCheckpointDataset(AbstractDataset[Committee, Committee]):
         """Rebuild the committee; only tensors and plain types are unpickled."""
         if not self._filepath.exists():
             raise DatasetError(f"{self._filepath}: checkpoint not found")
-        ckpt = torch.load(self._filepath, map_location="cpu", weights_only=True)
+        try:
+            ckpt = torch.load(self._filepath, map_location="cpu", weights_only=True)
+        except Exception as exc:  # truncated, not a checkpoint, or foreign pickled objects
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise DatasetError(f"{self._filepath}: unreadable committee checkpoint ({first}); "
+                               "remove it to retrain") from exc
         try:
             return Committee.from_checkpoint(ckpt)
-        except (ValueError, KeyError, RuntimeError) as exc:
-            raise DatasetError(f"{self._filepath}: {exc}") from exc
+        except (ValueError, KeyError, RuntimeError, TypeError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise DatasetError(f"{self._filepath}: damaged committee checkpoint ({first}); "
+                               "remove it to retrain") from exc
 
     def save(self, data: Committee) -> None:
         """Write the checkpoint atomically."""

@@ -8,6 +8,9 @@ from typing import Any
 from ase import Atoms
 from kedro.io import AbstractDataset, DatasetError
 
+#: ``atoms.info`` key of the frame count written with every frame (removed on load).
+COUNT_KEY = "frames_in_file"
+
 
 class ExtXYZDataset(AbstractDataset[list[Atoms], list[Atoms]]):
     """A frame list in one extxyz file.
@@ -15,7 +18,8 @@ class ExtXYZDataset(AbstractDataset[list[Atoms], list[Atoms]]):
     Energies, forces (and stress) attached through a calculator are written by ASE and read
     back as a ``SinglePointCalculator``, so ``atoms.get_forces()`` works after a round trip;
     ``atoms.info`` carries metadata (origin, iteration, uncertainty, QM provenance). An empty
-    list is stored as an empty file.
+    list is stored as an empty file. Every frame records the file's frame count
+    (:data:`COUNT_KEY`), so a file cut at a frame boundary is reported, never taken as whole.
     """
 
     def __init__(self, filepath: str, metadata: dict[str, Any] | None = None):
@@ -31,9 +35,16 @@ class ExtXYZDataset(AbstractDataset[list[Atoms], list[Atoms]]):
         if self._filepath.stat().st_size == 0:
             return []
         try:
-            return list(read(self._filepath, index=":", format="extxyz"))
+            frames = list(read(self._filepath, index=":", format="extxyz"))
         except Exception as exc:
-            raise DatasetError(f"{self._filepath}: cannot read extxyz ({exc})") from exc
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise DatasetError(f"{self._filepath}: cannot read extxyz ({first}); remove the file "
+                               "to recompute it") from exc
+        counts = {a.info.pop(COUNT_KEY) for a in frames if COUNT_KEY in a.info}
+        if counts and counts != {len(frames)}:
+            raise DatasetError(f"{self._filepath}: truncated ({len(frames)} of {max(counts)} "
+                               "frames); remove the file to recompute it")
+        return frames
 
     def save(self, data: list[Atoms]) -> None:
         """Write the frames atomically (a partial file never replaces a good one)."""
@@ -42,7 +53,13 @@ class ExtXYZDataset(AbstractDataset[list[Atoms], list[Atoms]]):
         self._filepath.parent.mkdir(parents=True, exist_ok=True)
         tmp = self._filepath.with_suffix(self._filepath.suffix + ".tmp")
         if data:
-            write(tmp, list(data), format="extxyz")
+            frames = []
+            for a in data:
+                b = a.copy()  # keeps the calculator's labels; the caller's frames stay as they are
+                b.calc = a.calc
+                b.info[COUNT_KEY] = len(data)
+                frames.append(b)
+            write(tmp, frames, format="extxyz")
         else:
             tmp.write_text("")
         tmp.replace(self._filepath)

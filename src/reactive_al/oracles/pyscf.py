@@ -253,6 +253,27 @@ class PySCFCalculator(Calculator):
         self.provenance = out["provenance"]
 
 
+def _check_functional(method: str, where: str) -> None:
+    """Reject a method PySCF's XC parser (libxc) does not know, with a "did you mean"."""
+    import difflib
+
+    from pyscf.dft import libxc
+
+    from reactive_al.systems import SystemDefinitionError
+
+    if method in ("hf", "rhf", "uhf"):
+        return
+    try:
+        libxc.parse_xc(method)
+    except (KeyError, ValueError) as exc:
+        names = [n.lower() for n in (*libxc.XC_ALIAS, *libxc.XC_CODES)]
+        close = difflib.get_close_matches(method.lower(), names, n=3)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise SystemDefinitionError(
+            f"{where}: unknown method '{method}': neither hf nor a functional PySCF "
+            f"knows{hint}") from exc
+
+
 def _check_basis(basis: str, symbols: list[str], where: str) -> None:
     from pyscf.gto import basis as pyscf_basis
 
@@ -276,12 +297,13 @@ class PySCFOracle(Oracle):
     options = ("chkfile", "guess_chkfile")
 
     def check(self, level: PySCFLevel, symbols: list[str] | None, where: str) -> None:
-        """Reject an unknown ``unrestricted`` mode, or a basis missing one of ``symbols``."""
+        """Reject an unknown ``unrestricted`` mode or functional, or a basis missing a symbol."""
         from reactive_al.systems import SystemDefinitionError
 
         if level.unrestricted not in _REFERENCES:
             raise SystemDefinitionError(f"{where}: unrestricted must be one of "
                                         f"{'/'.join(_REFERENCES)}, got '{level.unrestricted}'")
+        _check_functional(level.method, where)
         if symbols:
             _check_basis(level.basis, sorted(set(symbols)), where)
 

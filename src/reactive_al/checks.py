@@ -1,0 +1,189 @@
+"""Parameters checked before any node runs: every problem is one line naming the key.
+
+Sizes, budgets, worker counts, thresholds and temperatures are checked against the rules of
+:data:`RULES`; the ``selection`` block against the registries (:func:`check_selection`); the
+tuning search space by :func:`~reactive_al.tuning.space.validate_search_space`. The level of
+theory of the system is checked by its oracle when the system is loaded (e.g. PySCF's
+functional names).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from reactive_al.nested import get_path
+
+
+class ParameterError(ValueError):
+    """A parameter that cannot be used; the message is one line naming the file and key."""
+
+
+def _int(minimum: int) -> Callable[[Any], str | None]:
+    def check(v: Any) -> str | None:
+        if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
+            return f"must be an integer >= {minimum}"
+        return None
+    return check
+
+
+def _number(low: float, high: float = math.inf, closed_low: bool = False,
+            optional: bool = False) -> Callable[[Any], str | None]:
+    def check(v: Any) -> str | None:
+        if v is None and optional:
+            return None
+        ok = (not isinstance(v, bool) and isinstance(v, int | float) and not math.isnan(v)
+              and (v >= low if closed_low else v > low) and v <= high)
+        if ok:
+            return None
+        bound = f"{'>=' if closed_low else '>'} {low:g}" + (f" and <= {high:g}"
+                                                          if high < math.inf else "")
+        return f"must be a number {bound}" + (" (or null)" if optional else "")
+    return check
+
+
+POSITIVE_INT, COUNT = _int(1), _int(0)
+POSITIVE, FRACTION = _number(0.0), _number(0.0, 1.0, closed_low=True)
+
+
+def _temperatures(v: Any) -> str | None:
+    if isinstance(v, list | tuple) and v and all(POSITIVE(t) is None for t in v):
+        return None
+    return "must be a non-empty list of temperatures > 0 K"
+
+
+#: (dotted key, check, parameters file) — a key absent from the parameters is not checked.
+RULES: tuple[tuple[str, Callable[[Any], str | None], str], ...] = (
+    ("active_learning.n_iterations", POSITIVE_INT, "parameters_active_learning.yml"),
+    ("labeling.n_workers", POSITIVE_INT, "parameters_labeling.yml"),
+    ("labeling.omp_threads", POSITIVE_INT, "parameters_labeling.yml"),
+    ("labeling.timeout_s", _number(0.0, optional=True), "parameters_labeling.yml"),
+    ("labeling.min_distance", POSITIVE, "parameters_labeling.yml"),
+    ("labeling.max_failure_fraction", FRACTION, "parameters_labeling.yml"),
+    ("training.model.ensemble_size", POSITIVE_INT, "parameters_training.yml"),
+    ("training.model.radial_cutoff", POSITIVE, "parameters_training.yml"),
+    ("training.model.angular_cutoff", POSITIVE, "parameters_training.yml"),
+    ("training.fit.max_epochs", POSITIVE_INT, "parameters_training.yml"),
+    ("training.fit.min_epochs", COUNT, "parameters_training.yml"),
+    ("training.fit.batch_size", POSITIVE_INT, "parameters_training.yml"),
+    ("training.fit.learning_rate", POSITIVE, "parameters_training.yml"),
+    ("training.fit.patience", POSITIVE_INT, "parameters_training.yml"),
+    ("training.fit.validation_fraction", _number(0.0, 1.0), "parameters_training.yml"),
+    ("training.fit.replay_fraction", FRACTION, "parameters_training.yml"),
+    ("training.fit.warm_start_epochs", POSITIVE_INT, "parameters_training.yml"),
+    ("training.fit.max_minutes", _number(0.0, optional=True), "parameters_training.yml"),
+    ("selection.walkers.temperatures_K", _temperatures, "parameters_selection.yml"),
+    ("selection.walkers.n_steps", POSITIVE_INT, "parameters_selection.yml"),
+    ("selection.walkers.timestep_fs", POSITIVE, "parameters_selection.yml"),
+    ("selection.walkers.friction_per_fs", _number(0.0, closed_low=True),
+     "parameters_selection.yml"),
+    ("selection.walkers.sample_every", POSITIVE_INT, "parameters_selection.yml"),
+    ("selection.walkers.min_distance", POSITIVE, "parameters_selection.yml"),
+    ("selection.walkers.bias.tau", POSITIVE, "parameters_selection.yml"),
+    ("selection.uncertainty.num_features", POSITIVE_INT, "parameters_selection.yml"),
+    ("selection.uncertainty.alpha", _number(0.0, 1.0), "parameters_selection.yml"),
+    ("data_engineering.sigma", POSITIVE, "parameters_data_engineering.yml"),
+    ("data_engineering.temperature_K", POSITIVE, "parameters_data_engineering.yml"),
+    ("data_engineering.reference_path.n_images", POSITIVE_INT,
+     "parameters_data_engineering.yml"),
+    ("data_engineering.reference_path.fmax", POSITIVE, "parameters_data_engineering.yml"),
+    ("data_engineering.reference_path.steps", POSITIVE_INT, "parameters_data_engineering.yml"),
+    ("data_engineering.reference_path.repair.min_distance", POSITIVE,
+     "parameters_data_engineering.yml"),
+    ("data_engineering.reference_path.repair.max_repairs", COUNT,
+     "parameters_data_engineering.yml"),
+    ("data_engineering.thermal.temperatures_K", _temperatures,
+     "parameters_data_engineering.yml"),
+)
+
+_MISSING = object()
+
+
+def check_parameters(params: Mapping[str, Any]) -> None:
+    """Raise :class:`ParameterError` (one line) for the first unusable parameter.
+
+    ``params`` are the session's parameters (``--params`` and ``--env`` applied).
+    """
+    for key, rule, where in RULES:
+        value = get_path(params, key, _MISSING)
+        if value is _MISSING:
+            continue
+        problem = rule(value)
+        if problem:
+            raise ParameterError(f"conf/base/{where}: {key}: {problem}, got {value!r}")
+    if "selection" in params:
+        from reactive_al.selection import check_selection
+
+        try:
+            check_selection(params.get("selection") or {})
+        except ValueError as exc:
+            raise ParameterError(str(exc)) from None
+    space = get_path(params, "tuning.search_space", None)
+    if space:
+        from reactive_al.tuning.space import validate_search_space
+
+        try:
+            validate_search_space(space)
+        except ValueError as exc:
+            raise ParameterError(f"conf/base/parameters_tuning.yml: {exc}") from None
+
+
+#: Parameter blocks whose values change a campaign's results (its identity, with the system).
+RESULT_BLOCKS = ("data_engineering", "training", "selection")
+#: Where a root keeps the identity of what it holds (``make clean-campaign`` removes it).
+IDENTITY_FILE = "08_reporting/{what}_identity.json"
+
+
+def _digest(value: Any) -> str:
+    import hashlib
+    import json
+
+    blob = json.dumps(value, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def campaign_identity(params: Mapping[str, Any], system: Any) -> dict[str, dict[str, Any]]:
+    """What a data root and a campaign root hold: {"data": ..., "campaign": ...}.
+
+    ``data`` (the reference path and test set of every seed and method): the system's name,
+    charge, multiplicity, level of theory and geometries. ``campaign``: that plus a digest of
+    the result-changing parameter blocks (:data:`RESULT_BLOCKS`). ``system`` is a loaded
+    :class:`~reactive_al.systems.ReactionSystem`.
+    """
+    geometry = [None if a is None else a.get_positions().round(6).tolist()
+                for a in (system.reactant, system.product)]
+    data = {"system": system.name, "charge": system.charge,
+            "multiplicity": system.multiplicity, "level_of_theory": system.level.as_dict(),
+            "geometry": _digest(geometry)}
+    settings = {k: params.get(k) for k in RESULT_BLOCKS}
+    return {"data": data, "campaign": {**data, "settings": _digest(settings)}}
+
+
+def check_identity(root: str, identity: Mapping[str, Any], what: str) -> None:
+    """Record ``identity`` in ``root``, or stop if ``root`` holds another campaign's results.
+
+    ``what`` is ``data`` or ``campaign``. Raises :class:`ParameterError` (one line naming the
+    file, what differs and the two ways out) when ``root/08_reporting/<what>_identity.json``
+    describes something else; writes it when absent.
+    """
+    import json
+    from pathlib import Path
+
+    path = Path(root) / IDENTITY_FILE.format(what=what)
+    if path.is_file():
+        try:
+            old = json.loads(path.read_text())
+        except (OSError, ValueError):
+            old = None
+        if old == dict(identity):
+            return
+        if old is not None:
+            diff = sorted(k for k in {*old, *identity} if old.get(k) != identity.get(k))
+            raise ParameterError(
+                f"{path}: this folder holds the {what} of system '{old.get('system')}', which "
+                f"differs from this run in {', '.join(diff)}; keep it and run elsewhere "
+                f"(--params {'data_root' if what == 'data' else 'campaign_root'}=<new folder>) "
+                "or clear it (make clean-campaign; QM labels stay in the cache)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(dict(identity), indent=1, sort_keys=True))

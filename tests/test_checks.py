@@ -1,0 +1,168 @@
+"""Bad input is one line before any node runs: parameters, functionals, datasets, identity."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from ase import Atoms
+from ase.calculators.singlepoint import SinglePointCalculator
+
+from reactive_al.checks import ParameterError, campaign_identity, check_identity, check_parameters
+from reactive_al.settings import load_parameters
+from reactive_al.systems import SystemDefinitionError, load_system
+
+from .conftest import PROJECT_ROOT
+
+
+@pytest.fixture(scope="module")
+def params() -> dict:
+    return load_parameters(PROJECT_ROOT)
+
+
+def _with(params: dict, key: str, value) -> dict:
+    import copy
+
+    from reactive_al.nested import set_path
+
+    out = copy.deepcopy(params)
+    set_path(out, key, value)
+    return out
+
+
+def test_shipped_parameters_pass(params):
+    check_parameters(params)
+
+
+@pytest.mark.parametrize(("key", "value", "expected"), [
+    ("active_learning.n_iterations", 0, "integer >= 1"),
+    ("selection.batch_size", -3, "positive integer"),
+    ("labeling.n_workers", 0, "integer >= 1"),
+    ("labeling.timeout_s", -1.0, "number > 0 (or null)"),
+    ("labeling.max_failure_fraction", 1.5, "<= 1"),
+    ("training.fit.learning_rate", 0.0, "number > 0"),
+    ("training.fit.batch_size", 2.5, "integer >= 1"),
+    ("selection.walkers.temperatures_K", [], "temperatures > 0 K"),
+    ("selection.walkers.temperatures_K", [300, -5], "temperatures > 0 K"),
+    ("selection.walkers.bias.tau", 0, "number > 0"),
+    ("data_engineering.thermal.temperatures_K", "300", "temperatures > 0 K"),
+    ("data_engineering.reference_path.repair.max_repairs", -1, "integer >= 0"),
+    ("selection.uncertainty.method", "comittee", "unknown uncertainty 'comittee'"),
+    ("selection.strategy", "best", "unknown strategy 'best'"),
+])
+def test_bad_parameter_is_one_line_naming_file_and_key(params, key, value, expected):
+    with pytest.raises(ParameterError) as err:
+        check_parameters(_with(params, key, value))
+    msg = str(err.value)
+    assert "\n" not in msg and expected in msg
+    assert msg.startswith("conf/base/parameters_") and key.split(".")[-1] in msg
+
+
+def test_null_timeout_and_broken_search_space(params):
+    check_parameters(_with(params, "labeling.timeout_s", None))
+    space = {"selection.batch_size": {"type": "int", "low": 8, "high": 2}}
+    with pytest.raises(ParameterError, match="parameters_tuning.yml: .*low < high"):
+        check_parameters(_with(params, "tuning.search_space", space))
+
+
+def test_misspelt_functional_is_caught_before_any_scf(tmp_path):
+    (tmp_path / "w.xyz").write_text("3\n\nO 0 0 0\nH 0.96 0 0\nH -0.24 0.93 0\n")
+    spec = {"reactant": str(tmp_path / "w.xyz"), "charge": 0, "multiplicity": 1,
+            "level_of_theory": {"method": "b3lpy", "basis": "sto-3g"}}
+    with pytest.raises(SystemDefinitionError) as err:
+        load_system("w", {"w": spec})
+    assert "unknown method 'b3lpy'" in str(err.value) and "did you mean b3lyp" in str(err.value)
+
+
+def test_identity_is_recorded_then_guards_the_folder(tmp_path, params):
+    sn2 = load_system("sn2_cl_ch3cl", params["systems"], PROJECT_ROOT)
+    h3 = load_system("h3_exchange", params["systems"], PROJECT_ROOT)
+    ident = campaign_identity(params, sn2)
+    check_identity(str(tmp_path), ident["data"], "data")
+    check_identity(str(tmp_path), ident["data"], "data")  # same: fine
+    stored = json.loads((tmp_path / "08_reporting/data_identity.json").read_text())
+    assert stored["system"] == "sn2_cl_ch3cl"
+    with pytest.raises(ParameterError) as err:
+        check_identity(str(tmp_path), campaign_identity(params, h3)["data"], "data")
+    msg = str(err.value)
+    assert "'sn2_cl_ch3cl'" in msg and "level_of_theory" in msg and "data_root=" in msg
+    assert "make clean-campaign" in msg and "\n" not in msg
+    # another query setting is another campaign, the same system's data is still its data
+    other = campaign_identity(_with(params, "selection.strategy", "random"), sn2)
+    assert other["data"] == ident["data"] and other["campaign"] != ident["campaign"]
+
+
+def _frames(n: int) -> list[Atoms]:
+    out = []
+    for i in range(n):
+        a = Atoms("H2", positions=[[0, 0, 0], [0.7 + 0.01 * i, 0, 0]])
+        a.calc = SinglePointCalculator(a, energy=-float(i), forces=np.full((2, 3), float(i)))
+        out.append(a)
+    return out
+
+
+def test_frames_cut_at_a_frame_boundary_are_reported(tmp_path):
+    from kedro.io import DatasetError
+
+    from reactive_al.datasets import ExtXYZDataset
+
+    path = tmp_path / "labeled.extxyz"
+    ds = ExtXYZDataset(str(path))
+    ds.save(_frames(3))
+    back = ds.load()
+    assert len(back) == 3 and back[2].get_potential_energy() == -2.0
+    assert "frames_in_file" not in back[0].info
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(lines[: 2 * 4]) + "\n")  # two whole frames of three
+    with pytest.raises(DatasetError, match=r"truncated \(2 of 3 frames\); remove the file"):
+        ds.load()
+    path.write_text("\n".join(lines[:5]) + "\n")  # cut inside a frame
+    with pytest.raises(DatasetError, match="cannot read extxyz"):
+        ds.load()
+
+
+def test_damaged_checkpoint_is_one_line(tmp_path):
+    from kedro.io import DatasetError
+
+    from reactive_al.datasets import CommitteeCheckpointDataset
+
+    path = tmp_path / "committee.pt"
+    path.write_bytes(b"\x80\x04 not a checkpoint")
+    with pytest.raises(DatasetError) as err:
+        CommitteeCheckpointDataset(str(path)).load()
+    assert "unreadable committee checkpoint" in str(err.value)
+    assert "\n" not in str(err.value) and "remove it to retrain" in str(err.value)
+
+
+def test_yaml_error_message_names_file_line_and_tab(tmp_path):
+    import shutil
+
+    from reactive_al.hooks import _yaml_message
+
+    shutil.copytree(PROJECT_ROOT / "conf", tmp_path / "conf",
+                    ignore=shutil.ignore_patterns("local"))
+    (tmp_path / "conf/local").mkdir()
+    bad = tmp_path / "conf/local/parameters_x.yml"
+    bad.write_text("selection:\n\tbatch_size: 8\n")
+    with pytest.raises(Exception) as err:
+        load_parameters(tmp_path)
+    msg = _yaml_message(err.value)
+    assert msg.startswith(f"{bad}: invalid YAML (line 2, column 1")
+    assert "not tabs" in msg
+
+
+def test_runtime_n_iterations_rebuilds_the_pipelines(monkeypatch):
+    from kedro.framework.project import pipelines
+    from kedro.framework.session import KedroSession
+    from kedro.framework.startup import bootstrap_project
+
+    monkeypatch.chdir(PROJECT_ROOT)
+    bootstrap_project(Path(PROJECT_ROOT))
+    with KedroSession.create(project_path=PROJECT_ROOT,
+                             runtime_params={"active_learning": {"n_iterations": 2}}) as s:
+        s.load_context()
+        spaces = {n.namespace.split(".")[0] for n in pipelines["active_learning"].nodes
+                  if n.namespace}
+    assert spaces == {"iter_00", "iter_01"}
