@@ -24,7 +24,8 @@ from _results import write_result
 from ase.io import read
 
 from reactive_al.oracles import single_point
-from reactive_al.oracles.labeling import LabelingConfig, dask_client, label_structures
+from reactive_al.oracles.cluster import dask_client
+from reactive_al.oracles.labeling import LabelingConfig, label_structures
 from reactive_al.systems import load_system
 
 ROOT = Path(__file__).resolve().parents[1]

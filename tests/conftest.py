@@ -63,6 +63,6 @@ def water_frames() -> list[Atoms]:
 def _close_dask_clusters():
     """Stop labeling clusters before pytest prints its summary."""
     yield
-    from reactive_al.oracles.labeling import close_clients
+    from reactive_al.oracles.cluster import close_clients
 
     close_clients()

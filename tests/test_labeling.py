@@ -87,7 +87,7 @@ def test_dask_local_cluster_labels_in_parallel(tmp_path, water_frames):
 def test_hpc_config_builds_a_slurm_job_script(tmp_path):
     import yaml
 
-    from reactive_al.oracles.labeling import slurm_cluster
+    from reactive_al.oracles.cluster import slurm_cluster
 
     from .conftest import PROJECT_ROOT
 
@@ -263,7 +263,9 @@ def test_a_new_program_labels_through_configuration_alone(tmp_path, water_frames
         assert a.get_potential_energy() == pytest.approx(2.0 * ref.get_potential_energy())
         assert a.info["qm_program"] == "toy" and a.info["qm_method"] == "emt-x2"
     assert cfg.settings()["program"] == "toy" and "program_version" in cfg.settings()
-    labeling._warm_worker("toy")
+    from reactive_al.oracles.cluster import _warm_worker
+
+    _warm_worker("toy")
     assert ToyOracle.warmed >= 1
     # another level of the same program is another cache entry, never a stale hit
     other, _ = label_structures(water_frames[:1], _cfg(tmp_path, level={"program": "toy"}))

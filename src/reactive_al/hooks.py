@@ -73,14 +73,17 @@ class ReactiveALHooks:
         unanticipated exceptions keep their traceback, and ``REACTIVE_AL_TRACEBACK=1`` keeps
         it for every error.
         """
+        from reactive_al.oracles.cache import LabelCacheError
         from reactive_al.oracles.labeling import FailureBudgetExceeded
         from reactive_al.oracles.reference import ReferencePathError
 
-        anticipated = (SystemDefinitionError, ReferencePathError, FailureBudgetExceeded)
+        anticipated = (SystemDefinitionError, ReferencePathError, FailureBudgetExceeded,
+                       LabelCacheError)
         if isinstance(error, anticipated) and not os.environ.get("REACTIVE_AL_TRACEBACK"):
             log.error("node %s: %s", node.name, error)
-            where = "" if isinstance(error, SystemDefinitionError | ReferencePathError) else (
-                f"{node.name}: ")
+            # these name their file or system themselves
+            named = SystemDefinitionError | ReferencePathError | LabelCacheError
+            where = "" if isinstance(error, named) else f"{node.name}: "
             _stop(f"{where}{error}")
 
     @hook_impl

@@ -1,9 +1,10 @@
 """QM oracles behind one call: the registry (base), PySCF (pyscf), GFN-xTB (xtb).
 
-Also here: the label cache (cache), batch labeling with Dask (labeling) and the QM reference
-data (reference). To add a QM program, write one module with a settings dataclass and an
-:class:`Oracle` subclass, call :func:`register_oracle` in it and import it below; its
-``program:`` name is then accepted in every ``level_of_theory``.
+Also here: the label cache (cache, with its open-time check in cache_repair and the claims that
+make campaigns sharing it compute each key once in claims), batch labeling (labeling) on a
+Dask cluster (cluster) and the QM reference data (reference). To add a QM program, write one
+module with a settings dataclass and an :class:`Oracle` subclass, call :func:`register_oracle`
+in it and import it below; its ``program:`` name is then accepted in every ``level_of_theory``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from reactive_al.oracles import xtb as _xtb  # noqa: F401 - registers program "x
 from reactive_al.oracles.base import (
     FAILURE_CATEGORIES,
     ORACLES,
+    TRANSIENT_FAILURES,
     Level,
     Oracle,
     OracleError,
@@ -45,5 +47,5 @@ def single_point(
                                timeout_s=timeout_s, **extra)
 
 
-__all__ = ["FAILURE_CATEGORIES", "ORACLES", "Level", "Oracle", "OracleError", "get_oracle",
-           "parse_level", "register_oracle", "single_point"]
+__all__ = ["FAILURE_CATEGORIES", "ORACLES", "TRANSIENT_FAILURES", "Level", "Oracle", "OracleError",
+           "get_oracle", "parse_level", "register_oracle", "single_point"]

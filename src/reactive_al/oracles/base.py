@@ -18,6 +18,10 @@ from ase.calculators.calculator import Calculator
 
 #: Failure categories recorded for a structure that could not be labeled.
 FAILURE_CATEGORIES = ("scf_not_converged", "geometry_invalid", "timeout", "exception")
+#: Failures of the run rather than of the structure (a short timeout, a crash, a lost worker):
+#: never cached, so the next run computes the structure again. The others are deterministic
+#: (the whole SCF ladder failed, the geometry is invalid) and are cached with their cause.
+TRANSIENT_FAILURES = ("timeout", "exception")
 
 
 class OracleError(RuntimeError):
@@ -153,5 +157,5 @@ def parse_level(spec: Mapping[str, Any] | Level, where: str,
     return level
 
 
-__all__ = ["FAILURE_CATEGORIES", "ORACLES", "Level", "Oracle", "OracleError", "get_oracle",
-           "parse_level", "register_oracle"]
+__all__ = ["FAILURE_CATEGORIES", "ORACLES", "TRANSIENT_FAILURES", "Level", "Oracle", "OracleError",
+           "get_oracle", "parse_level", "register_oracle"]

@@ -2,15 +2,17 @@
 
 Parallelism is inside this one call, with Dask: an embedded ``LocalCluster`` (one thread per
 worker process) by default, or an existing scheduler address. Results are written to the cache
-as each finishes, so an interrupted batch loses only the calculations in flight.
+as each finishes, so an interrupted batch loses only the calculations in flight. Each missing
+key is claimed before it is computed (:mod:`reactive_al.oracles.claims`), so campaigns sharing
+a cache compute every structure once: a key another campaign is computing is waited for.
 """
 
 from __future__ import annotations
 
-import atexit
-import json
 import logging
-from collections.abc import Iterable, Mapping
+import time
+from collections import deque
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +22,8 @@ from ase.calculators.singlepoint import SinglePointCalculator
 
 from reactive_al.oracles import Level, OracleError, get_oracle, parse_level, single_point
 from reactive_al.oracles.cache import LabelCache, label_key
+from reactive_al.oracles.claims import DEFAULT_CLAIM_TTL_S, Claims
+from reactive_al.oracles.cluster import dask_client
 from reactive_al.systems import DEFAULT_MIN_DISTANCE, SystemDefinitionError, check_structure
 
 log = logging.getLogger(__name__)
@@ -46,6 +50,8 @@ class LabelingConfig:
     n_workers: int = 2
     omp_threads: int = 1
     timeout_s: float | None = 1800.0
+    #: s a claim on a key lives unrenewed (only matters when its campaign dies on another host)
+    claim_ttl_s: float = DEFAULT_CLAIM_TTL_S
     min_distance: float = DEFAULT_MIN_DISTANCE
     max_failure_fraction: float = 0.5
     progress: bool = True
@@ -58,69 +64,6 @@ class LabelingConfig:
         """Every setting that changes a label's value (part of the cache key)."""
         return {**self.level.as_dict(),
                 "program_version": get_oracle(self.level.program).version()}
-
-
-def make_cluster(cfg: LabelingConfig, n_jobs: int):
-    """Dask cluster for ``cfg.scheduler`` (None for an existing scheduler address).
-
-    ``n_jobs`` bounds the number of Slurm jobs requested.
-    """
-    if cfg.scheduler == "local":
-        from dask.distributed import LocalCluster
-
-        return LocalCluster(
-            n_workers=cfg.n_workers, threads_per_worker=1, processes=True,
-            dashboard_address=None, silence_logs=logging.ERROR,
-            env={"OMP_NUM_THREADS": str(cfg.omp_threads)},
-        )
-    if cfg.scheduler == "slurm":
-        cluster = slurm_cluster(cfg)
-        jobs = min(cfg.n_workers, n_jobs)
-        cluster.scale(jobs=jobs)
-        keep_jobs_submitted(cluster, jobs)
-        return cluster
-    return None
-
-
-#: seconds between checks that every Slurm job of a cluster is still queued or running
-SLURM_RESUBMIT_INTERVAL_S = 5.0
-
-
-def keep_jobs_submitted(cluster, jobs: int, interval_s: float = SLURM_RESUBMIT_INTERVAL_S) -> None:
-    """Resubmit the Slurm jobs of ``cluster`` that ended (scancel, walltime, preemption).
-
-    A ``SLURMCluster`` scaled once forgets a lost worker after
-    ``distributed.deploy.lost-worker-timeout`` but never submits a job in its place, so a batch
-    whose jobs have all ended would wait forever. Every ``interval_s`` this re-scales the
-    cluster to ``jobs`` when one is missing; Dask reruns the labels that were in flight there.
-    """
-    from distributed.core import Status
-    from tornado.ioloop import PeriodicCallback
-
-    def check() -> None:
-        missing = set(cluster.worker_spec) - set(cluster.workers)
-        if cluster.status == Status.running and missing:
-            log.warning("resubmitting %d Slurm job(s) that ended: %s", len(missing),
-                        ", ".join(map(str, sorted(missing, key=str))))
-            cluster.scale(jobs=jobs)
-
-    def install() -> None:
-        pc = PeriodicCallback(check, interval_s * 1000)
-        cluster.periodic_callbacks["reactive-al-resubmit"] = pc  # stopped by cluster.close()
-        pc.start()
-
-    cluster.loop.add_callback(install)
-
-
-def slurm_cluster(cfg: LabelingConfig):
-    """A ``dask_jobqueue.SLURMCluster`` (no jobs submitted yet) from ``cfg.slurm`` settings."""
-    from dask_jobqueue import SLURMCluster
-
-    settings = {"cores": 1, "processes": 1, "memory": "4GB", "walltime": "02:00:00",
-                **cfg.slurm}
-    prologue = list(settings.pop("job_script_prologue", []))
-    prologue.append(f"export OMP_NUM_THREADS={cfg.omp_threads}")
-    return SLURMCluster(job_script_prologue=prologue, **settings)
 
 
 def compute_label(
@@ -155,8 +98,81 @@ def _attach(atoms: Atoms, record: dict[str, Any], key: str) -> Atoms:
     return out
 
 
-def _run_parallel(jobs: dict[str, Atoms], cfg: LabelingConfig):
-    """Compute missing labels, yielding (key, record) as each finishes."""
+#: s between looks at the keys another campaign holds claims on
+CLAIM_POLL_S = 1.0
+
+
+class _InProcess:
+    """Computes one claimed label at a time in this process."""
+
+    capacity = 1
+
+    def __init__(self) -> None:
+        self.queue: dict[str, tuple] = {}
+
+    @property
+    def running(self) -> int:
+        return len(self.queue)
+
+    def submit(self, key: str, args: tuple) -> None:
+        self.queue[key] = args
+
+    def finished(self, timeout_s: float | None) -> list[tuple[str, dict[str, Any]]]:
+        key, args = self.queue.popitem()
+        return [(key, compute_label(*args))]
+
+    def cancel(self) -> None:
+        self.queue.clear()
+
+
+class _OnDask:
+    """Computes claimed labels on a Dask cluster, ``capacity`` at a time."""
+
+    def __init__(self, client, capacity: int) -> None:  # noqa: ANN001
+        self.client, self.capacity = client, capacity
+        self.futures: dict[Any, str] = {}
+
+    @property
+    def running(self) -> int:
+        return len(self.futures)
+
+    def submit(self, key: str, args: tuple) -> None:
+        self.futures[self.client.submit(compute_label, *args, pure=False)] = key
+
+    def finished(self, timeout_s: float | None) -> list[tuple[str, dict[str, Any]]]:
+        """The labels finished within ``timeout_s`` s (None: wait for the first)."""
+        from dask.distributed import wait
+
+        try:
+            done, _ = wait(list(self.futures), timeout=timeout_s, return_when="FIRST_COMPLETED")
+        except TimeoutError:
+            return []
+        out = []
+        for fut in done:
+            key = self.futures.pop(fut)
+            try:
+                record = fut.result()
+            except Exception as exc:  # the worker died (e.g. KilledWorker): not the label's fault
+                first = str(exc).splitlines()[0] if str(exc) else ""
+                record = {"status": "failed", "category": "exception", "transient": True,
+                          "message": f"{type(exc).__name__}: {first}"}
+            # a finished label must not be recomputed if its worker is lost later
+            fut.release()
+            out.append((key, record))
+        return out
+
+    def cancel(self) -> None:
+        self.client.cancel(list(self.futures))
+
+
+def _label_missing(jobs: dict[str, Atoms], cfg: LabelingConfig,
+                   cache: LabelCache) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Yield (key, record) for every key of ``jobs`` as it is known, storing what it computes.
+
+    A key is computed here only under this call's claim; a key another live campaign holds is
+    waited for (looked at every :data:`CLAIM_POLL_S` s) and taken over if its claim is
+    released without a label (a transient failure there) or expires.
+    """
     level = cfg.level.as_dict()  # plain and picklable for the workers
     args = {
         k: (a.get_atomic_numbers().tolist(), a.get_positions().tolist(),
@@ -166,74 +182,44 @@ def _run_parallel(jobs: dict[str, Atoms], cfg: LabelingConfig):
     }
     if cfg.scheduler == "synchronous" or (cfg.scheduler == "local" and
                                           (cfg.n_workers <= 1 or len(jobs) <= 1)):
-        for k, a in args.items():
-            yield k, compute_label(*a)
-        return
-    from dask.distributed import as_completed
-
-    client = dask_client(cfg)
-    futures = {client.submit(compute_label, *a, pure=False): k for k, a in args.items()}
-    try:
-        for fut in as_completed(futures):
-            key = futures.pop(fut)
-            try:
-                record = fut.result()
-            except Exception as exc:  # the worker died (e.g. KilledWorker): not the label's fault
-                first = str(exc).splitlines()[0] if str(exc) else ""
-                record = {"status": "failed", "category": "exception", "transient": True,
-                          "message": f"{type(exc).__name__}: {first}"}
-            # a finished label must not be recomputed if its worker is lost later
-            fut.release()
-            yield key, record
-    finally:
-        client.cancel(list(futures))
-
-
-_CLIENTS: dict[tuple, Any] = {}
-
-
-def _warm_worker(program: str) -> bool:
-    """Import the program on a worker: the first label there should not pay for it."""
-    get_oracle(program).warm()
-    return True
-
-
-def dask_client(cfg: LabelingConfig):
-    """A Dask client for ``cfg``, started once per process and reused by later batches.
-
-    Starting a LocalCluster costs seconds; a campaign labels a batch every iteration, so the
-    cluster lives until the process exits.
-    """
-    from dask.distributed import Client
-
-    # slurm settings may hold lists (job_script_prologue): key on their JSON form
-    key = (cfg.scheduler, cfg.n_workers, cfg.omp_threads,
-           json.dumps(cfg.slurm, sort_keys=True, default=str))
-    client = _CLIENTS.get(key)
-    if client is not None and client.status == "running":
-        return client
-    cluster = make_cluster(cfg, cfg.n_workers)
-    client = Client(cluster) if cluster is not None else Client(cfg.scheduler)
-    if cluster is not None and cfg.scheduler == "local":
-        client.run(_warm_worker, cfg.level.program)
-    _CLIENTS[key] = client
-    return client
-
-
-def close_clients() -> None:
-    """Shut down the clusters this process started (quietly: shutdown is not news)."""
-    for name in ("distributed", "distributed.scheduler", "distributed.nanny",
-                 "distributed.core", "distributed.worker"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    while _CLIENTS:
-        _, client = _CLIENTS.popitem()
-        cluster = client.cluster
-        client.close()
-        if cluster is not None:
-            cluster.close()
-
-
-atexit.register(close_clients)
+        runner: _InProcess | _OnDask = _InProcess()
+    else:
+        runner = _OnDask(dask_client(cfg), capacity=2 * max(cfg.n_workers, 1))
+    pending, waiting = deque(jobs), []
+    told = False
+    with Claims(cache, cfg.claim_ttl_s) as claims:
+        try:
+            while pending or waiting or runner.running:
+                while pending and runner.running < runner.capacity:
+                    key = pending.popleft()
+                    if not claims.claim(key):
+                        waiting.append(key)
+                        continue
+                    hit = cache.get(key)  # stored by another campaign since we looked
+                    if hit is not None:
+                        claims.release(key)
+                        yield key, hit
+                        continue
+                    runner.submit(key, args[key])
+                if waiting and not told:
+                    log.info("waiting for %d labels another campaign is computing",
+                             len(waiting))
+                    told = True
+                if runner.running:
+                    finished = runner.finished(CLAIM_POLL_S if waiting else None)
+                else:
+                    time.sleep(CLAIM_POLL_S)
+                    finished = []
+                for key, record in finished:
+                    cache.put(key, jobs[key], record)  # a transient failure is not stored
+                    claims.release(key)
+                    yield key, record
+                if waiting:
+                    busy = claims.busy(waiting)
+                    pending.extendleft(k for k in reversed(waiting) if k not in busy)
+                    waiting = [k for k in waiting if k in busy]
+        finally:
+            runner.cancel()
 
 
 def label_structures(
@@ -241,12 +227,14 @@ def label_structures(
 ) -> tuple[list[Atoms], list[dict[str, Any]]]:
     """Label ``frames`` with the QM oracle, reusing and filling the cache.
 
-    Returns (labeled frames in input order, failure records). With ``retry_failed`` a
-    cached failure is forgotten and computed again (e.g. with a better SCF guess in the
-    frame's ``info["qm_options"]``). A structure that fails
-    validation or QM is recorded with its cause and left out of the labeled list. Raises
+    Returns (labeled frames in input order, failure records). A structure that fails
+    validation or QM is recorded with its cause and left out of the labeled list; a
+    deterministic failure is cached, a transient one (timeout, exception) is not, so the next
+    run computes it again. With ``retry_failed`` a cached failure is forgotten and computed
+    again (e.g. with a better SCF guess in the frame's ``info["qm_options"]``). Raises
     :class:`FailureBudgetExceeded` (after caching every finished label) if more than
-    ``max_failure_fraction`` of a batch of at least four structures failed.
+    ``max_failure_fraction`` of a batch of at least four structures failed, and
+    :class:`~reactive_al.oracles.cache.CacheUnwritable` if the cache cannot be written.
     """
     from tqdm.auto import tqdm
 
@@ -285,9 +273,7 @@ def label_structures(
         log.info("labeling %d structures (%d cache hits) with %s on %s",
                  len(jobs), n_hits, cfg.level.as_dict(), cfg.scheduler)
         bar = tqdm(total=len(jobs), desc="QM labels", disable=not cfg.progress, leave=False)
-        for key, record in _run_parallel(jobs, cfg):
-            if not record.get("transient"):  # a lost worker is retried on the next run
-                cache.put(key, jobs[key], record)
+        for key, record in _label_missing(jobs, cfg, cache):
             records[key] = record
             bar.update(1)
         bar.close()
