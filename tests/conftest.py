@@ -30,6 +30,21 @@ def kedro(project: Path, *args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=600)
 
 
+#: An H3 reactant with two atoms 0.1 Å apart: a definition the pre-run check rejects.
+OVERLAPPING_H3 = "3\n\nH 0 0 0\nH 0.1 0 0\nH 2.5 0 0\n"
+
+
+def kedro_with_broken_reactant(project: Path) -> subprocess.CompletedProcess:
+    """``kedro run`` with the h3_exchange reactant overlapping (restored afterwards)."""
+    raw = project / "data/01_raw/h3_exchange/reactant.xyz"
+    good = raw.read_text()
+    try:
+        raw.write_text(OVERLAPPING_H3)
+        return kedro(project)
+    finally:
+        raw.write_text(good)
+
+
 def copy_project(root: Path, local_params: str) -> Path:
     """A copy of the project (conf, raw data, sources) under ``root`` with local parameters."""
     shutil.copytree(PROJECT_ROOT / "conf", root / "conf", ignore=shutil.ignore_patterns("local"))

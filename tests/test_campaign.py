@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import PROJECT_ROOT, copy_project, kedro
+from .conftest import PROJECT_ROOT, copy_project, kedro, kedro_with_broken_reactant
 
 pytestmark = pytest.mark.slow
 
@@ -162,15 +162,9 @@ def test_each_pipeline_runs_alone_on_campaign_data(project, name):
 
 
 def test_broken_system_stops_with_one_line_and_keeps_data(project, tmp_path):
-    raw = project / "data/01_raw/h3_exchange/reactant.xyz"
-    good = raw.read_text()
     labeled = project / "data/03_primary/labeled_set_0.extxyz"
     before = labeled.read_bytes()
-    try:
-        raw.write_text("3\n\nH 0 0 0\nH 0.1 0 0\nH 2.5 0 0\n")
-        result = kedro(project)
-    finally:
-        raw.write_text(good)
+    result = kedro_with_broken_reactant(project)
     assert result.returncode != 0
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("reactive_al: ") and "reactant.xyz" in last and "Å apart" in last

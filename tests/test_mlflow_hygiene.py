@@ -20,7 +20,7 @@ import pytest
 
 from reactive_al import tracking
 
-from .conftest import copy_project, kedro
+from .conftest import copy_project, kedro, kedro_with_broken_reactant
 from .test_campaign import LOCAL_PARAMS
 
 EXPERIMENT = "reactive_al"
@@ -252,13 +252,7 @@ def test_resume_with_nothing_to_run_adds_no_parent_run(project):
 @pytest.mark.slow
 def test_run_rejected_by_the_definition_check_leaves_no_finished_run(project):
     before = {r.info.run_id: r.info.status for r in _runs(project / "mlflow.db")}
-    raw = project / "data/01_raw/h3_exchange/reactant.xyz"
-    good = raw.read_text()
-    try:
-        raw.write_text("3\n\nH 0 0 0\nH 0.1 0 0\nH 2.5 0 0\n")
-        result = kedro(project)
-    finally:
-        raw.write_text(good)
+    result = kedro_with_broken_reactant(project)
     assert result.returncode != 0
     assert result.stderr.strip().splitlines()[-1].startswith("reactive_al: ")
     after = {r.info.run_id: r.info.status for r in _runs(project / "mlflow.db")}
@@ -269,7 +263,8 @@ def test_run_rejected_by_the_definition_check_leaves_no_finished_run(project):
 
 @pytest.mark.slow
 def test_sigterm_ends_the_run_killed(project):
-    proc = _start(project, "--pipelines", "data_engineering", "--params",
+    # a whole campaign: still running 2 s after its run started, however fast the NEB is
+    proc = _start(project, "--params",
                   "data_root=data/term,labeling.cache_path=data/term/label_cache.db")
 
     def mine() -> list:
@@ -277,7 +272,7 @@ def test_sigterm_ends_the_run_killed(project):
                 if r.data.tags.get(tracking.PID_TAG) == str(proc.pid)]
 
     _wait_for(lambda: any(r.info.status == "RUNNING" for r in mine()), 300, proc)
-    time.sleep(2)  # inside the QM reference NEB
+    time.sleep(2)  # inside data_engineering or labeling
     proc.send_signal(signal.SIGTERM)
     proc.communicate(timeout=120)
     assert proc.returncode != 0

@@ -68,6 +68,17 @@ def _is_linear(pos: np.ndarray, tol: float = 0.1) -> bool:
     return len(pos) < 3 or s[1] / np.sqrt(len(pos)) < tol
 
 
+def superposition(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The proper rotation (Kabsch) that best turns centred ``a`` onto centred ``b``.
+
+    Row vectors: ``(a - mean) @ rot ≈ b - mean``; a mirror image is not a rotation, so the
+    residual then stays large.
+    """
+    a, b = a - a.mean(0), b - b.mean(0)
+    u, _, vt = np.linalg.svd(a.T @ b)
+    return u @ np.diag([1.0, 1.0, np.sign(np.linalg.det(u @ vt))]) @ vt
+
+
 def max_turn_deg(images: Sequence[Atoms]) -> float:
     """Largest rigid rotation (degrees) between neighbouring images of a band.
 
@@ -80,9 +91,7 @@ def max_turn_deg(images: Sequence[Atoms]) -> float:
         p, q = a.get_positions(), b.get_positions()
         if _is_linear(p) or _is_linear(q):
             continue
-        p, q = p - p.mean(0), q - q.mean(0)
-        u, _, vt = np.linalg.svd(p.T @ q)
-        rot = u @ np.diag([1.0, 1.0, np.sign(np.linalg.det(u @ vt))]) @ vt
+        rot = superposition(p, q)
         turns.append(float(np.degrees(np.arccos(np.clip((np.trace(rot) - 1) / 2, -1, 1)))))
     return max(turns)
 

@@ -22,6 +22,7 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
 
+from reactive_al.exploration.band import superposition
 from reactive_al.exploration.md import start_langevin
 from reactive_al.oracles.base import Level, get_oracle, parse_level
 from reactive_al.oracles.labeling import LabelingConfig, label_structures
@@ -86,10 +87,8 @@ class _PathOracle:
             return None
         energy, forces, ref = hit
         pos = atoms.get_positions()
+        rot = superposition(ref, pos)
         a, b = ref - ref.mean(0), pos - pos.mean(0)
-        u, _, vt = np.linalg.svd(a.T @ b)
-        d = np.sign(np.linalg.det(u @ vt))
-        rot = u @ np.diag([1.0, 1.0, d]) @ vt  # b ≈ a @ rot
         if np.abs(a @ rot - b).max() > 1e-6:  # a mirror image: the same distances, not a turn
             return None
         return energy, forces @ rot
@@ -326,13 +325,18 @@ def qm_neb_path(
         a.info.update({"origin": "path/qm_neb", "subset": "path", "neb_image": k,
                        "ts": k == ts})
         path.append(a)
-    labeled = []
-    for a in path:  # cache hits: attaches labels + provenance (rescued ones at their level)
-        got, failures = label_structures([a], oracle.rescue_cfg.get(oracle._key(a), cfg))
+    labeled: list[Atoms] = [None] * len(path)
+    groups: dict[int, tuple[LabelingConfig, list[int]]] = {}
+    for k, a in enumerate(path):  # cache hits: labels + provenance (rescued at their level)
+        level_cfg = oracle.rescue_cfg.get(oracle._key(a), cfg)
+        groups.setdefault(id(level_cfg), (level_cfg, []))[1].append(k)
+    for level_cfg, ks in groups.values():
+        got, failures = label_structures([path[k] for k in ks], level_cfg)
         if failures:
-            raise ReferencePathError(f"{where}: image {a.info['neb_image']} lost its label "
+            raise ReferencePathError(f"{where}: image {ks[failures[0]['index']]} lost its label "
                                      f"({failures[0]['category']})")
-        labeled += got
+        for k, a in zip(ks, got, strict=True):
+            labeled[k] = a
     stats.update({"converged": converged, "steps": n_steps, "band_repairs": repairs,
                   "image_failures": oracle.events,
                   "qm_batches": oracle.n_batches, "ts_image": ts,
