@@ -22,7 +22,7 @@ from typing import Any
 
 from kedro.framework.hooks import hook_impl
 
-from reactive_al import tracking
+from reactive_al import profiling, tracking
 from reactive_al.checks import ParameterError, check_parameters
 from reactive_al.nested import flatten
 from reactive_al.systems import SystemDefinitionError, load_system
@@ -145,6 +145,16 @@ class ReactiveALHooks:
         self._check_inputs(pipeline, catalog)
         self._choose_run(run_params, pipeline, catalog)
         self._handlers = tracking.install_interrupt_handlers()
+
+    @hook_impl
+    def before_node_run(self, node) -> None:  # noqa: ANN001
+        """Start the node's wall-time record (:mod:`reactive_al.profiling`)."""
+        profiling.node_started(node.name)
+
+    @hook_impl
+    def after_node_run(self, node) -> None:  # noqa: ANN001
+        """Write the node's wall-time record when profiling is on."""
+        profiling.node_finished(node.name)
 
     @hook_impl
     def after_pipeline_run(self) -> None:

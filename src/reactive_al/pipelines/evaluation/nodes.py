@@ -16,6 +16,7 @@ from reactive_al.evaluation import (
     path_profile,
 )
 from reactive_al.models import Committee
+from reactive_al.profiling import timed
 
 
 def evaluate(
@@ -36,23 +37,27 @@ def evaluate(
     calibration curves.
     """
     params = params or {}
-    pred = committee.predict(test_set)
-    metrics = evaluate_committee(committee, test_set, pred)
+    with timed("test_errors"):
+        pred = committee.predict(test_set)
+        metrics = evaluate_committee(committee, test_set, pred)
     gf = (params.get("calibration") or {}).get("gradient_features")
-    estimator = evaluation_estimator(committee, labeled_set, gf)
-    calibration, curves = calibration_metrics(committee, test_set, labeled_set, pred,
-                                              estimator=estimator)
+    with timed("calibration"):
+        estimator = evaluation_estimator(committee, labeled_set, gf)
+        calibration, curves = calibration_metrics(committee, test_set, labeled_set, pred,
+                                                  estimator=estimator)
     metrics.update(calibration)
     profile = path_profile(committee, reference_path)
     if profile is not None:
         metrics.update(profile["metrics"])
         neb = params.get("neb", {})
-        metrics.update(neb_barrier_metrics(committee, reference_path,
-                                           fmax=float(neb.get("fmax", 0.05)),
-                                           steps=int(neb.get("steps", 300))))
+        with timed("model_neb"):
+            metrics.update(neb_barrier_metrics(committee, reference_path,
+                                               fmax=float(neb.get("fmax", 0.05)),
+                                               steps=int(neb.get("steps", 300))))
     stability = params.get("md_stability", {})
     if stability.get("n_walkers"):
-        metrics.update(md_stability_metrics(committee, labeled_set, stability))
+        with timed("md_stability"):
+            metrics.update(md_stability_metrics(committee, labeled_set, stability))
     n = np.array([len(a) for a in test_set])
     products = {
         "energy_ref": np.array([a.get_potential_energy() for a in test_set]) / n,
