@@ -66,7 +66,7 @@ def test_neb_on_a_calculator_gives_path_candidates():
 
     r = read(PROJECT_ROOT / "data/01_raw/h3_exchange/reactant.xyz")
     p = read(PROJECT_ROOT / "data/01_raw/h3_exchange/product.xyz")
-    frames, stats = neb_candidates(r, p, EMT, n_images=5, fmax=0.05, steps=300)
+    frames, stats = neb_candidates(r, p, EMT(), n_images=5, fmax=0.05, steps=300)
     assert len(frames) == 5
     assert {f.info["subset"] for f in frames} == {"path"}
     assert set(stats) == {"neb_converged", "neb_steps", "neb_model_barrier_ev", "neb_energies_ev"}

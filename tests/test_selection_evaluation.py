@@ -81,7 +81,7 @@ def _reference_path(height: float):
     r = Atoms("Ar", positions=[[-1.0, 0.0, 0.0]])
     p = Atoms("Ar", positions=[[1.0, 0.1, 0.0]])
     well = _DoubleWell(height)
-    frames, stats = neb_candidates(r, p, well.calculator, n_images=5, fmax=0.001, steps=2000)
+    frames, stats = neb_candidates(r, p, well.calculator(), n_images=5, fmax=0.001, steps=2000)
     assert stats["neb_converged"]
     path = []
     for a in [r, *frames, p]:

@@ -152,7 +152,7 @@ def neb_barrier_metrics(
 
     e_qm = np.array([a.get_potential_energy() for a in reference_path])
     qm = barrier_and_reaction_energy(e_qm)
-    frames, stats = neb_candidates(reference_path[0], reference_path[-1], committee.calculator,
+    frames, stats = neb_candidates(reference_path[0], reference_path[-1], committee.calculator(),
                                    n_images=len(reference_path) - 2, fmax=fmax, steps=steps,
                                    climb=True)
     e_model = np.array(stats["neb_energies_ev"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -11,6 +12,7 @@ from ase.calculators.calculator import Calculator
 
 from reactive_al.exploration.md import WalkerConfig, frame_is_broken, start_langevin
 from reactive_al.models import Committee
+from reactive_al.models.batching import run_lockstep
 
 
 def steps_until_unphysical(
@@ -37,6 +39,13 @@ def steps_until_unphysical(
     return max_steps
 
 
+def _stability_job(atoms: Atoms, temperature_K: float, max_steps: int, min_distance: float,
+                   max_force: float, rng: np.random.Generator, timestep_fs: float,
+                   calc: Calculator) -> int:
+    return steps_until_unphysical(atoms, calc, temperature_K, max_steps, min_distance,
+                                  max_force, rng, timestep_fs)
+
+
 def md_stability(
     starts: Sequence[Atoms], calc: Calculator, temperature_K: float, n_walkers: int,
     max_steps: int = 1000, min_distance: float = 0.6, max_force: float = 25.0,
@@ -52,9 +61,11 @@ def md_stability(
     if n_walkers < 1:
         raise ValueError(f"need at least one walker, got {n_walkers}")
     rng = rng if rng is not None else np.random.default_rng(0)
-    steps = [steps_until_unphysical(starts[i % len(starts)], calc, temperature_K, max_steps,
-                                    min_distance, max_force, rng, timestep_fs)
-             for i in range(n_walkers)]
+    # one stream per walker, and all walkers together: one batched model call per MD step
+    jobs = [partial(_stability_job, starts[i % len(starts)], temperature_K, max_steps,
+                    min_distance, max_force, stream, timestep_fs)
+            for i, stream in enumerate(rng.spawn(n_walkers))]
+    steps = run_lockstep(jobs, calc)
     arr = np.array(steps)
     return {"median_steps": float(np.median(arr)), "all_steps": [int(s) for s in steps],
             "fraction_stable": float(np.mean(arr >= max_steps)), "max_steps": int(max_steps)}

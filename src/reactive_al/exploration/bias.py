@@ -59,9 +59,9 @@ class UncertaintyBiasedCalculator(Calculator):
         self._model_sq: deque[float] = deque(maxlen=self.window)
         self._bias_sq: deque[float] = deque(maxlen=self.window)
 
-    def _weights(self) -> np.ndarray:
+    def _weights(self, atoms) -> np.ndarray:  # noqa: ANN001
         return np.array([self.element_weights.get(s, 1.0)
-                         for s in self.atoms.get_chemical_symbols()])[:, None]
+                         for s in atoms.get_chemical_symbols()])[:, None]
 
     def scale(self) -> float:
         """Current τ·r(t): zero until the sliding window is full."""
@@ -69,26 +69,37 @@ class UncertaintyBiasedCalculator(Calculator):
             return 0.0
         return self.tau * float(np.sqrt(sum(self._model_sq) / sum(self._bias_sq)))
 
+    def evaluate_batch(self, frames: list) -> list[dict[str, Any]]:
+        """Results of :meth:`calculate` for many structures (walkers) from one batched pass.
+
+        The sliding window takes the structures in order, one evaluation each, as if they
+        had been calculated one after the other.
+        """
+        pred = self.committee.predict(frames)
+        sigma, grads = self.uncertainty.uncertainty_and_gradient(frames)
+        out = []
+        for i, atoms in enumerate(frames):
+            e_model, f_model = float(pred["energy"][i]), pred["forces"][i]
+            n = len(atoms)
+            u = self.energy_scale * float(sigma[i]) * n
+            f_bias = self._weights(atoms) * (self.energy_scale * n * grads[i])
+            self._model_sq.append(float((f_model ** 2).sum()))
+            self._bias_sq.append(float((f_bias ** 2).sum()))
+            s = self.scale()
+            out.append({
+                "energy": e_model - s * u,
+                "forces": f_model + s * f_bias,
+                "forces_std": self.force_scale * pred["forces_std"][i],
+                "energy_uncertainty": u,
+                "bias_energy": -s * u,
+                "bias_scale": s,
+            })
+        return out
+
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes) -> None:
         """Fill energy/forces of E_eff and the uncertainty diagnostics."""
         super().calculate(atoms, properties, system_changes)
-        pred = self.committee.predict([self.atoms])
-        e_model, f_model = float(pred["energy"][0]), pred["forces"][0]
-        sigma, grad = self.uncertainty.uncertainty_and_gradient(self.atoms)
-        n = len(self.atoms)
-        u = self.energy_scale * sigma * n
-        f_bias = self._weights() * (self.energy_scale * n * grad)
-        self._model_sq.append(float((f_model ** 2).sum()))
-        self._bias_sq.append(float((f_bias ** 2).sum()))
-        s = self.scale()
-        self.results = {
-            "energy": e_model - s * u,
-            "forces": f_model + s * f_bias,
-            "forces_std": self.force_scale * pred["forces_std"][0],
-            "energy_uncertainty": u,
-            "bias_energy": -s * u,
-            "bias_scale": s,
-        }
+        self.results = self.evaluate_batch([self.atoms])[0]
 
 
 def walker_calculator(

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -12,7 +14,9 @@ from ase import Atoms, units
 from ase.calculators.calculator import Calculator
 from ase.md.langevin import Langevin
 from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
+from tqdm.auto import tqdm
 
+from reactive_al.models.batching import run_lockstep
 from reactive_al.systems import identity
 
 log = logging.getLogger(__name__)
@@ -51,6 +55,8 @@ class WalkerConfig:
     #: stop a walker (keeping that frame) once the calculator's calibrated atomic force
     #: uncertainty ``results['forces_std']`` (eV/Å) exceeds this; None never stops
     max_atomic_uncertainty: float | None = None
+    #: a progress bar over the MD steps of all walkers (tqdm; off in batch jobs)
+    progress: bool = True
 
 
 def frame_is_broken(atoms: Atoms, forces: np.ndarray, cfg: WalkerConfig) -> str | None:
@@ -66,9 +72,12 @@ def frame_is_broken(atoms: Atoms, forces: np.ndarray, cfg: WalkerConfig) -> str 
 
 def run_walker(
     start: Atoms, calc: Calculator, temperature_K: float, cfg: WalkerConfig,
-    rng: np.random.Generator, walker_id: str,
+    rng: np.random.Generator, walker_id: str, tick: Callable[[], Any] | None = None,
 ) -> tuple[list[Atoms], str, int]:
-    """Run one Langevin walker (:func:`start_langevin`); return (frames, stop reason, steps)."""
+    """Run one Langevin walker (:func:`start_langevin`); return (frames, stop reason, steps).
+
+    ``tick`` (e.g. a progress bar's update) is called after every MD step.
+    """
     atoms = start.copy()
     atoms.pbc = False
     atoms.calc = calc
@@ -77,6 +86,8 @@ def run_walker(
     reason, steps = "max_steps", 0
     for steps in range(1, cfg.n_steps + 1):
         dyn.run(1)
+        if tick is not None:
+            tick()
         forces = atoms.get_forces()
         broken = frame_is_broken(atoms, forces, cfg)
         if broken:
@@ -104,22 +115,40 @@ def run_walker(
     return frames, reason, steps
 
 
+def _walker_job(start: Atoms, temperature_K: float, cfg: WalkerConfig,
+                rng: np.random.Generator, walker_id: str, tick: Callable[[], Any],
+                calc: Calculator):
+    return run_walker(start, calc, temperature_K, cfg, rng, walker_id, tick)
+
+
 def explore(
     seeds: list[Atoms], calc: Calculator, cfg: WalkerConfig, rng: np.random.Generator
 ) -> tuple[list[Atoms], dict[str, Any]]:
-    """Run one walker per (seed, temperature); return candidates and walker statistics."""
+    """Run one walker per (seed, temperature); return candidates and walker statistics.
+
+    The walkers run together (:func:`~reactive_al.models.batching.run_lockstep`): each MD step
+    of all of them is one batched call of ``calc`` if it has ``evaluate_batch``.
+    """
     candidates: list[Atoms] = []
     reasons: Counter[str] = Counter()
     temps: dict[float, list[float]] = {t: [] for t in cfg.temperatures_K}
     n_steps = 0
-    for i, seed in enumerate(seeds):
-        for t in cfg.temperatures_K:
-            frames, reason, steps = run_walker(seed, calc, t, cfg, rng,
-                                               walker_id=f"w{i}_{int(t)}K")
-            candidates += frames
-            reasons[reason] += 1
-            n_steps += steps
-            temps[t] += [f.info["kinetic_temperature_K"] for f in frames]
+    walkers = [(i, seed, t) for i, seed in enumerate(seeds) for t in cfg.temperatures_K]
+    # every walker its own stream (velocities and thermostat noise), so the walkers can run
+    # together (one batched model call per MD step) with results independent of timing
+    streams = rng.spawn(len(walkers))
+    bar = tqdm(total=len(walkers) * cfg.n_steps, desc=f"MD walkers ({len(walkers)})",
+               disable=not cfg.progress, leave=False)
+    tick = partial(bar.update, 1)
+    jobs = [partial(_walker_job, seed, t, cfg, stream, f"w{i}_{int(t)}K", tick)
+            for (i, seed, t), stream in zip(walkers, streams, strict=True)]
+    results = run_lockstep(jobs, calc)
+    bar.close()
+    for (_, _, t), (frames, reason, steps) in zip(walkers, results, strict=True):
+        candidates += frames
+        reasons[reason] += 1
+        n_steps += steps
+        temps[t] += [f.info["kinetic_temperature_K"] for f in frames]
     stats = {
         "n_walkers": int(sum(reasons.values())),
         "n_md_steps": n_steps,

@@ -18,6 +18,7 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator
 
 from reactive_al.exploration.md import WalkerConfig, explore
+from reactive_al.models.batching import attach_batched
 from reactive_al.systems import identity
 
 if TYPE_CHECKING:
@@ -101,12 +102,13 @@ def model_normal_mode_samples(
 
 
 def neb_candidates(
-    reactant: Atoms, product: Atoms, calc_factory, n_images: int = 7, fmax: float = 0.1,
+    reactant: Atoms, product: Atoms, calc: Calculator, n_images: int = 7, fmax: float = 0.1,
     steps: int = 200, climb: bool = True,
 ) -> tuple[list[Atoms], dict[str, Any]]:
     """Relax an NEB (checked IDPP start, climbing image) on the model; images are candidates.
 
-    ``calc_factory()`` returns a fresh calculator per image. Returns (interior images,
+    All images share ``calc``; every NEB force call evaluates the moved images in one batch
+    (:func:`~reactive_al.models.batching.attach_batched`). Returns (interior images,
     statistics: converged flag, steps, model barrier in eV).
     """
     from ase.mep import NEB
@@ -115,8 +117,7 @@ def neb_candidates(
     from reactive_al.exploration.band import build_band
 
     images, band = build_band(reactant, product, n_images, strict=False)
-    for img in images:
-        img.calc = calc_factory()
+    attach_batched(images, calc)
     neb = NEB(images, climb=climb, method="improvedtangent",
               remove_rotation_and_translation=band["repaired"])
     opt = FIRE(neb, logfile=None)
@@ -141,7 +142,7 @@ def neb_sampler(ctx: ExplorationContext, settings: dict[str, Any]):
     if len(wells) != 2:
         return [], {}
     frames, stats = neb_candidates(
-        wells[0], wells[1], ctx.committee.calculator, n_images=settings.get("n_images", 7),
+        wells[0], wells[1], ctx.committee.calculator(), n_images=settings.get("n_images", 7),
         fmax=settings.get("fmax", 0.1), steps=settings.get("steps", 200))
     stats.pop("neb_energies_ev", None)
     return frames, stats

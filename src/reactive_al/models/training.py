@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from ase import Atoms
 from ase.units import Hartree
+from tqdm.auto import tqdm
 
 from reactive_al.models.committee import (
     Committee,
@@ -52,6 +53,12 @@ class TrainingConfig:
     mode: str = "retrain"
     replay_fraction: float = 0.5
     warm_start_epochs: int = 100
+    #: a warm start's own early stopping: it starts from a committee that already fits the
+    #: old labels, so a short wait is enough (``None``: ``patience``)
+    warm_start_min_epochs: int = 0
+    warm_start_patience: int | None = None
+    #: a progress bar over the epochs (tqdm; off in batch jobs)
+    progress: bool = True
 
     def __post_init__(self) -> None:
         where = "parameters_training.yml: training.fit"
@@ -204,21 +211,22 @@ def train_committee(
         old_idx, train_idx, val_idx = _warm_split(frames, previous, cfg.validation_fraction, rng)
         n_replay = int(round(cfg.replay_fraction * len(old_idx)))
         max_epochs = int(cfg.warm_start_epochs)
-        min_epochs = min(cfg.min_epochs, max_epochs)
+        min_epochs = min(int(cfg.warm_start_min_epochs), max_epochs)
+        patience = int(cfg.warm_start_patience or cfg.patience)
     else:
         spec = copy.deepcopy(spec)
         spec.self_energies = fit_self_energies(frames, spec.symbols)
         model = build_model(spec)
         train_idx, val_idx = _split(len(frames), cfg.validation_fraction, rng)
         old_idx, n_replay = np.array([], dtype=int), 0
-        max_epochs, min_epochs = cfg.max_epochs, cfg.min_epochs
+        max_epochs, min_epochs, patience = cfg.max_epochs, cfg.min_epochs, cfg.patience
     data = frames_to_tensors(frames)
     n_atoms = (data["species"] >= 0).sum(1).double()
     fit_idx = np.concatenate([old_idx, train_idx])  # every frame the weights are fitted to
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate,
                             weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5,
-                                                       patience=max(5, cfg.patience // 3))
+                                                       patience=max(5, patience // 3))
 
     def loss_on(idx: np.ndarray, create_graph: bool) -> tuple[torch.Tensor, dict[str, float]]:
         sp, xyz = data["species"][idx], data["coordinates"][idx]
@@ -241,6 +249,8 @@ def train_committee(
     start = time.perf_counter()
     epochs_run, steps = 0, 0
     curve = []
+    bar = tqdm(total=max_epochs, desc=f"training ({'warm start' if warm else 'retrain'})",
+               disable=not cfg.progress, leave=False)
     for epoch in range(max_epochs):
         model.train()
         epoch_idx = train_idx
@@ -261,11 +271,14 @@ def train_committee(
         curve.append(v)
         if v < best[0] * (1 - 1e-4):
             best = (v, copy.deepcopy(model.state_dict()), epoch)
-        if epoch + 1 >= min_epochs and epoch - best[2] >= cfg.patience:
+        bar.update()
+        bar.set_postfix(val_loss=f"{v:.3g}", refresh=False)
+        if epoch + 1 >= min_epochs and epoch - best[2] >= patience:
             break
         if (time.perf_counter() - start) / 60 > cfg.max_minutes:
             log.warning("training stopped at the %.1f min time limit", cfg.max_minutes)
             break
+    bar.close()
     model.load_state_dict(best[1])
     model.eval()
     _, val_stats = loss_on(monitor_idx, create_graph=False)

@@ -380,14 +380,23 @@ class GradientFeatureUncertainty:
         raise ValueError(f"kind must be 'posterior' or 'distance', got {kind!r}")
 
     def uncertainty_and_gradient(
-        self, atoms: Atoms, kind: UncertaintyKind = "posterior"
-    ) -> tuple[float, np.ndarray]:
-        """Uncertainty of one structure and its gradient ∂u/∂R ([N, 3], per Å) by autograd."""
-        species, coords = frames_to_species_coords([atoms])
+        self, frames: Atoms | list[Atoms], kind: UncertaintyKind = "posterior"
+    ) -> tuple[Any, Any]:
+        """Uncertainty of structures and its gradient ∂u/∂R ([N, 3], per Å) by autograd.
+
+        One structure: ``(float, [N, 3] array)``. A list: ``(array [n], list of [N_i, 3])``
+        from one batched pass (each structure's uncertainty depends on its own atoms only,
+        so the gradient of their sum is every structure's own gradient).
+        """
+        one = isinstance(frames, Atoms)
+        batch = [frames] if one else list(frames)
+        species, coords = frames_to_species_coords(batch)
         coords.requires_grad_(True)
-        u = self.uncertainty_tensor(species, coords, kind)[0]
-        (grad,) = torch.autograd.grad(u, coords)
-        return float(u.detach()), grad[0].numpy()
+        u = self.uncertainty_tensor(species, coords, kind)
+        (grad,) = torch.autograd.grad(u.sum(), coords)
+        u_np = u.detach().numpy()
+        grads = [grad[i, : len(a)].numpy() for i, a in enumerate(batch)]
+        return (float(u_np[0]), grads[0]) if one else (u_np, grads)
 
     def posterior_covariance(self) -> np.ndarray:
         """Posterior covariance in feature space, Σ = σ_n² (ΦᵀΦ + σ_n² I)⁻¹ ([dim, dim])."""
