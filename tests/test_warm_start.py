@@ -178,3 +178,15 @@ def test_active_learning_wires_the_previous_committee_into_training():
     assert not any("previous_committee" in i for i in pipe.all_inputs())
     assert training_pipeline().inputs() == {"labeled_set", "params:system", "params:systems",
                                             "params:training"}
+
+
+def test_warm_start_has_its_own_early_stopping(frames, previous):
+    # a warm start waits warm_start_min_epochs, then stops after warm_start_patience epochs
+    # without a better validation loss, long before warm_start_epochs
+    fast = {k: v for k, v in FAST.items() if k not in ("patience", "min_epochs")}
+    cfg = TrainingConfig(mode="warm_start", warm_start_epochs=400, warm_start_min_epochs=3,
+                         warm_start_patience=2, patience=1000, min_epochs=1000, **fast)
+    warm = train_committee(frames, SPEC, cfg, previous=previous)
+    h = warm.history
+    assert 3 <= h["epochs"] < 400
+    assert h["epochs"] - 1 - h["best_epoch"] == 2  # stopped by the warm-start patience

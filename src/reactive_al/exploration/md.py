@@ -138,7 +138,7 @@ def explore(
     # together (one batched model call per MD step) with results independent of timing
     streams = rng.spawn(len(walkers))
     bar = tqdm(total=len(walkers) * cfg.n_steps, desc=f"MD walkers ({len(walkers)})",
-               disable=not cfg.progress, leave=False)
+               disable=None if cfg.progress else True, leave=False)
     tick = partial(bar.update, 1)
     jobs = [partial(_walker_job, seed, t, cfg, stream, f"w{i}_{int(t)}K", tick)
             for (i, seed, t), stream in zip(walkers, streams, strict=True)]

@@ -250,7 +250,7 @@ def train_committee(
     epochs_run, steps = 0, 0
     curve = []
     bar = tqdm(total=max_epochs, desc=f"training ({'warm start' if warm else 'retrain'})",
-               disable=not cfg.progress, leave=False)
+               disable=None if cfg.progress else True, leave=False)
     for epoch in range(max_epochs):
         model.train()
         epoch_idx = train_idx

@@ -272,7 +272,9 @@ def label_structures(
     if jobs:
         log.info("labeling %d structures (%d cache hits) with %s on %s",
                  len(jobs), n_hits, cfg.level.as_dict(), cfg.scheduler)
-        bar = tqdm(total=len(jobs), desc="QM labels", disable=not cfg.progress, leave=False)
+        # disable=None: no bar when stderr is not a terminal (log files, batch jobs)
+        bar = tqdm(total=len(jobs), desc="QM labels", disable=None if cfg.progress else True,
+                   leave=False)
         for key, record in _label_missing(jobs, cfg, cache):
             records[key] = record
             bar.update(1)
