@@ -21,10 +21,14 @@ HF_STO3G = {"program": "pyscf", "method": "hf", "basis": "sto-3g", "grid_level":
             "conv_tol": 1e-9, "density_fit": False, "unrestricted": "auto"}
 
 
-def kedro(project: Path, *args: str) -> subprocess.CompletedProcess:
-    """``kedro run <args>`` in ``project`` (one OpenMP thread, wide log lines), captured."""
+def kedro(project: Path, *args: str, env: dict[str, str] | None = None
+          ) -> subprocess.CompletedProcess:
+    """``kedro run <args>`` in ``project`` (one OpenMP thread, wide log lines), captured.
+
+    ``env``: extra environment variables.
+    """
     env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "true", "OMP_NUM_THREADS": "1",
-           "COLUMNS": "250"}  # rich wraps long log lines at the terminal width
+           "COLUMNS": "250", **(env or {})}  # rich wraps long log lines at the terminal width
     exe = Path(sys.executable).with_name("kedro")
     return subprocess.run([str(exe), "run", *args], cwd=project, env=env,
                           capture_output=True, text=True, timeout=600)

@@ -161,6 +161,22 @@ def test_each_pipeline_runs_alone_on_campaign_data(project, name):
     assert result.returncode == 0, result.stderr[-3000:]
 
 
+def test_profile_records_nodes_stages_and_dataset_io(project, tmp_path):
+    # what benchmarks/campaign_profile.py sums: every node's wall time, the named stages
+    # inside evaluation, and the dataset loads/saves Kedro does around the node
+    out = tmp_path / "profile.jsonl"
+    result = kedro(project, "--pipelines", "evaluation", env={"REACTIVE_AL_PROFILE": str(out)})
+    assert result.returncode == 0, result.stderr[-2000:]
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    stages = {(r["node"], r["stage"]) for r in records}
+    assert ("evaluate_committee", "node") in stages
+    inside = ("test_errors", "calibration", "model_neb")
+    assert {("evaluate_committee", s) for s in inside} <= stages
+    assert ("evaluate_committee", "load:committee") in stages
+    assert ("evaluate_committee", "save:metrics") in stages
+    assert all(r["seconds"] >= 0 and r["pid"] > 0 for r in records)
+
+
 def test_broken_system_stops_with_one_line_and_keeps_data(project, tmp_path):
     labeled = project / "data/03_primary/labeled_set_0.extxyz"
     before = labeled.read_bytes()

@@ -157,6 +157,26 @@ class ReactiveALHooks:
         profiling.node_finished(node.name)
 
     @hook_impl
+    def before_dataset_loaded(self, dataset_name) -> None:  # noqa: ANN001
+        """Start a dataset-load wall-time record (profiling only)."""
+        profiling.io_started(dataset_name)
+
+    @hook_impl
+    def after_dataset_loaded(self, dataset_name, node) -> None:  # noqa: ANN001
+        """Write the dataset-load record when profiling is on."""
+        profiling.io_finished(dataset_name, "load", node.name)
+
+    @hook_impl
+    def before_dataset_saved(self, dataset_name) -> None:  # noqa: ANN001
+        """Start a dataset-save wall-time record (profiling only)."""
+        profiling.io_started(dataset_name)
+
+    @hook_impl
+    def after_dataset_saved(self, dataset_name, node) -> None:  # noqa: ANN001
+        """Write the dataset-save record when profiling is on."""
+        profiling.io_finished(dataset_name, "save", node.name)
+
+    @hook_impl
     def after_pipeline_run(self) -> None:
         """Give the process its signal handlers back."""
         tracking.restore_handlers(self._handlers)

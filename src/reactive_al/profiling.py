@@ -1,5 +1,8 @@
 """Wall-time records of a run: every Kedro node, and named stages inside long nodes.
 
+Dataset loads and saves (which Kedro does before and after a node runs) are recorded as
+stages ``load:<dataset>`` / ``save:<dataset>`` of the node that reads or writes them.
+
 Off unless ``$REACTIVE_AL_PROFILE`` names a file; then every record is appended to it as one
 JSON line ``{"node", "stage", "seconds", "start", "pid"}`` (seconds of wall time, ``start``
 in seconds since the epoch). ``benchmarks/campaign_profile.py`` sets it and sums the records.
@@ -45,6 +48,22 @@ def node_finished(name: str) -> None:
     start = float(_current["start"]) if _current["node"] == name else time.time()
     record("node", time.time() - start, start, node=name)
     _current.update(node=None, start=0.0)
+
+
+_io: dict[str, float] = {}
+
+
+def io_started(dataset: str) -> None:
+    """Mark the start of a dataset load or save (Kedro does them outside the node's run)."""
+    if enabled():
+        _io[dataset] = time.time()
+
+
+def io_finished(dataset: str, op: str, node: str) -> None:
+    """Record a dataset ``op`` (``load`` / ``save``) of ``node`` as stage ``<op>:<dataset>``."""
+    start = _io.pop(dataset, None)
+    if start is not None:
+        record(f"{op}:{dataset}", time.time() - start, start, node=node)
 
 
 @contextmanager
