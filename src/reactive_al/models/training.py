@@ -57,6 +57,10 @@ class TrainingConfig:
     #: old labels, so a short wait is enough (``None``: ``patience``)
     warm_start_min_epochs: int = 0
     warm_start_patience: int | None = None
+    #: learning-rate schedule of a warm start: ``plateau`` (halve on a validation plateau, as
+    #: from scratch) or ``cosine`` (anneal from ``learning_rate`` to 1% of it over
+    #: ``warm_start_epochs``: a short run that still ends at a small step)
+    warm_start_schedule: str = "plateau"
     #: a progress bar over the epochs (tqdm; off in batch jobs)
     progress: bool = True
 
@@ -68,6 +72,9 @@ class TrainingConfig:
         if not 0.0 <= float(self.replay_fraction) <= 1.0:
             raise ValueError(f"{where}.replay_fraction must lie in [0, 1], "
                              f"got {self.replay_fraction!r}")
+        if self.warm_start_schedule not in ("plateau", "cosine"):
+            raise ValueError(f"{where}.warm_start_schedule must be 'plateau' or 'cosine', "
+                             f"got {self.warm_start_schedule!r}")
         if int(self.warm_start_epochs) < 1:
             raise ValueError(f"{where}.warm_start_epochs must be >= 1, "
                              f"got {self.warm_start_epochs!r}")
@@ -225,8 +232,12 @@ def train_committee(
     fit_idx = np.concatenate([old_idx, train_idx])  # every frame the weights are fitted to
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate,
                             weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5,
-                                                       patience=max(5, patience // 3))
+    cosine = warm and cfg.warm_start_schedule == "cosine"
+    sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max_epochs,
+                                                        eta_min=0.01 * cfg.learning_rate)
+             if cosine else
+             torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5,
+                                                        patience=max(5, patience // 3)))
 
     def loss_on(idx: np.ndarray, create_graph: bool) -> tuple[torch.Tensor, dict[str, float]]:
         sp, xyz = data["species"][idx], data["coordinates"][idx]
@@ -267,7 +278,7 @@ def train_committee(
         model.eval()
         val_loss, stats = loss_on(monitor_idx, create_graph=False)
         v = float(val_loss.detach())
-        sched.step(v)
+        sched.step() if cosine else sched.step(v)
         curve.append(v)
         if v < best[0] * (1 - 1e-4):
             best = (v, copy.deepcopy(model.state_dict()), epoch)
