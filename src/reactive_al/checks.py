@@ -53,6 +53,27 @@ def _temperatures(v: Any) -> str | None:
     return "must be a non-empty list of temperatures > 0 K"
 
 
+def _basins(v: Any) -> str | None:
+    from reactive_al.exploration.basins import parse_basins
+
+    try:
+        parse_basins(v)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def _basin_md(v: Any) -> str | None:
+    from reactive_al.exploration.basins import BASIN_MD_DEFAULTS
+
+    if v is None:
+        return None
+    if not isinstance(v, Mapping):
+        return f"must be a mapping with keys among {sorted(BASIN_MD_DEFAULTS)}"
+    unknown = sorted(set(v) - set(BASIN_MD_DEFAULTS))
+    return f"unknown keys {unknown} (known: {sorted(BASIN_MD_DEFAULTS)})" if unknown else None
+
+
 #: (dotted key, check, parameters file) — a key absent from the parameters is not checked.
 RULES: tuple[tuple[str, Callable[[Any], str | None], str], ...] = (
     ("active_learning.n_iterations", POSITIVE_INT, "parameters_active_learning.yml"),
@@ -98,6 +119,17 @@ RULES: tuple[tuple[str, Callable[[Any], str | None], str], ...] = (
      "parameters_data_engineering.yml"),
     ("data_engineering.thermal.temperatures_K", _temperatures,
      "parameters_data_engineering.yml"),
+    ("data_engineering.test.basins", _basins, "parameters_data_engineering.yml"),
+    ("data_engineering.test.n_per_basin", POSITIVE_INT, "parameters_data_engineering.yml"),
+    ("data_engineering.test.basin_md", _basin_md, "parameters_data_engineering.yml"),
+    ("data_engineering.test.basin_md.temperatures_K", _temperatures,
+     "parameters_data_engineering.yml"),
+    ("data_engineering.test.basin_md.n_steps", POSITIVE_INT, "parameters_data_engineering.yml"),
+    ("data_engineering.test.basin_md.timestep_fs", POSITIVE, "parameters_data_engineering.yml"),
+    ("data_engineering.test.basin_md.friction_per_fs", _number(0.0, closed_low=True),
+     "parameters_data_engineering.yml"),
+    ("data_engineering.test.basin_md.relax_steps", COUNT, "parameters_data_engineering.yml"),
+    ("data_engineering.test.basin_md.relax_fmax", POSITIVE, "parameters_data_engineering.yml"),
 )
 
 _MISSING = object()

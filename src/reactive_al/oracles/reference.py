@@ -4,9 +4,10 @@
   oracle. Every force call of an NEB step goes through :func:`label_structures`, so the images
   of a step are computed in parallel and cached: an interrupted NEB replays from the cache
   (same geometries, same forces, same optimizer steps) and only pays for the steps it lost.
-* :func:`thermal_frames` samples the wells by Langevin MD (:func:`start_langevin`) on a cheap
-  driver (any registered oracle's calculator, GFN2-xTB by default, or any ASE calculator) at a
-  ladder of temperatures; the frames are labeled at the campaign's level.
+* :func:`thermal_frames` samples the wells by Langevin MD on a cheap driver (any registered
+  oracle's calculator, GFN2-xTB by default, or any ASE calculator) at a ladder of
+  temperatures, recording the kinetic temperature each run held; the frames are labeled at
+  the campaign's level.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
 
 from reactive_al.exploration.band import superposition
-from reactive_al.exploration.md import start_langevin
+from reactive_al.exploration.basins import langevin_frames
 from reactive_al.oracles.base import Level, get_oracle, parse_level
 from reactive_al.oracles.labeling import LabelingConfig, label_structures
 from reactive_al.systems import identity
@@ -361,30 +362,27 @@ def thermal_frames(
     """Frames of Langevin MD in each well, ``n_per_well`` per well and temperature (K).
 
     ``calc_factory()`` makes the driver's ASE calculator (see :func:`driver_factory`); the
-    dynamics is the project's :func:`start_langevin` (timestep in fs, friction in 1/fs, the
-    thermostat noise seeded by one draw of ``rng``). Frames are taken evenly over the second
-    half of each trajectory (the first half equilibrates). ``subset`` is ``thermal_<T>K``
-    unless ``subset_names`` maps T to a name.
+    dynamics is the project's :func:`~reactive_al.exploration.md.start_langevin` (timestep in
+    fs, friction in 1/fs, the thermostat noise seeded by one draw of ``rng``). Frames are taken
+    evenly over the second half of each trajectory (the first half equilibrates) by
+    :func:`~reactive_al.exploration.basins.langevin_frames`: each records
+    ``md_kinetic_temperature_K``, the mean kinetic temperature over that half (K), and
+    ``kinetic_temperature_K``, its own. ``subset`` is ``thermal_<T>K`` unless
+    ``subset_names`` maps T to a name.
     """
     frames: list[Atoms] = []
     for temp in temperatures_K:
         subset = (subset_names or {}).get(temp, f"thermal_{int(temp)}K")
         for well in wells:
-            md_atoms = well.copy()
-            md_atoms.pbc = False
-            md_atoms.calc = calc_factory()
-            dyn = start_langevin(md_atoms, temp, timestep_fs, friction_per_fs, rng,
-                                 independent_dynamics_rng=True)
-            take = set(np.linspace(n_steps // 2, n_steps, n_per_well).astype(int))
-            for step in range(1, n_steps + 1):
-                dyn.run(1)
-                if step in take:
-                    a = Atoms(md_atoms.numbers, md_atoms.positions, pbc=False)
-                    a.info = identity(well)
-                    a.info.update({"origin": f"{subset}/md", "subset": subset,
-                                   "md_temperature_K": float(temp),
-                                   "well": well.info.get("subset", "reactant")})
-                    frames.append(a)
+            run, _ = langevin_frames(well, calc_factory(), temp, n_per_well, rng,
+                                     n_steps, timestep_fs, friction_per_fs)
+            for a in run:
+                kinetic = dict(a.info)
+                a.info = identity(well)
+                a.info.update({"origin": f"{subset}/md", "subset": subset,
+                               "md_temperature_K": float(temp),
+                               "well": well.info.get("subset", "reactant"), **kinetic})
+            frames += run
     return frames
 
 
@@ -405,11 +403,19 @@ THERMAL_DRIVER = "conf/base/parameters_data_engineering.yml: data_engineering.th
 def thermal_driver(thermal: dict[str, Any] | None, symbols: list[str]) -> Level | None:
     """The level of theory of the thermal-MD driver, or None when no thermal frames are made.
 
-    ``thermal.driver`` is a registered program name (``xtb``, its default level) or a level
-    mapping with ``program:``. Raises ``SystemDefinitionError`` (one line) for an unknown one.
+    See :func:`md_driver`.
     """
     if not thermal or not thermal.get("n_per_well"):
         return None
-    driver = thermal.get("driver", "xtb")
+    return md_driver(thermal, symbols)
+
+
+def md_driver(thermal: dict[str, Any] | None, symbols: list[str]) -> Level:
+    """The level of theory of the test set's MD (thermal frames, basins): ``thermal.driver``.
+
+    A registered program name (``xtb``, its default level; the default) or a level mapping
+    with ``program:``. Raises ``SystemDefinitionError`` (one line) for an unknown one.
+    """
+    driver = (thermal or {}).get("driver", "xtb")
     spec = {"program": driver} if isinstance(driver, str) else dict(driver)
     return parse_level(spec, THERMAL_DRIVER, symbols)

@@ -2,25 +2,36 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
 from ase import Atoms
 
 from reactive_al.evaluation.barriers import EV_TO_KCAL_MOL
+from reactive_al.evaluation.ramachandran import alanine_dipeptide_phi_psi_indices
+from reactive_al.evaluation.test_sets import subset_lines, subset_stats
 from reactive_al.exploration.band import DEFAULT_BAND_MIN_DISTANCE, build_band
+from reactive_al.exploration.basins import BASIN_MD_DEFAULTS, basin_frames, parse_basins
 from reactive_al.exploration.structures import idpp_path, path_perturbations, structure_set
 from reactive_al.oracles.labeling import LabelingConfig
 from reactive_al.oracles.reference import (
     driver_factory,
+    md_driver,
     qm_neb_path,
     thermal_driver,
     thermal_frames,
 )
-from reactive_al.systems import load_system
+from reactive_al.systems import SystemDefinitionError, load_system
+
+log = logging.getLogger(__name__)
 
 #: Rigid rotation (degrees) between neighbouring band images above which ``auto`` removes it.
 MAX_TURN_DEG = 5.0
+#: Keys of ``data_engineering.test`` that configure the basin subsets (not ``structure_set``).
+BASIN_KEYS = ("basins", "n_per_basin", "basin_md")
+#: Where the basins are configured (named in their one-line errors).
+BASINS_WHERE = "conf/base/parameters_data_engineering.yml: data_engineering.test.basins"
 
 
 def reference_path(
@@ -84,15 +95,19 @@ def build_structure_sets(
 
     The test pool uses its own random stream, so no test structure is also an initial one.
     Its path subset is the QM NEB ``reference`` path (interior images) and perturbations of
-    them; its thermal subsets come from MD in the wells (``params["thermal"]``). MD seeds are
-    the end points and a few IDPP images (unlabeled starting points).
+    them; its thermal subsets come from MD in the wells (``params["thermal"]``); its basin
+    subsets (``params["test"]["basins"]``, none by default) from MD in dihedral basins
+    (:func:`reactive_al.exploration.basins.basin_frames`). MD seeds are the end points and a
+    few IDPP images (unlabeled starting points).
     """
     rs = load_system(system, systems)
-    rng_init, rng_test, rng_md = (np.random.default_rng(s) for s in
-                                  np.random.SeedSequence(params["seed"]).spawn(3))
+    # a fourth stream for the basins: the first three are those of before (same test set)
+    rng_init, rng_test, rng_md, rng_basin = (np.random.default_rng(s) for s in
+                                             np.random.SeedSequence(params["seed"]).spawn(4))
     common = {"sigma": params["sigma"], "temperature_K": params["temperature_K"]}
     initial = structure_set(rs.reactant, rs.product, rng=rng_init, **params["initial"], **common)
-    test = structure_set(rs.reactant, rs.product, rng=rng_test, **params["test"], **common)
+    test_params = {k: v for k, v in params["test"].items() if k not in BASIN_KEYS}
+    test = structure_set(rs.reactant, rs.product, rng=rng_test, **test_params, **common)
     if reference:
         images = [a.copy() for a in reference[1:-1]]
         for a in images:
@@ -102,6 +117,7 @@ def build_structure_sets(
         test += path_perturbations(images, n_pert, params["sigma"], rng_test,
                                    origin="path/qm_neb_displaced")
     test += _thermal_test_frames(rs, params.get("thermal"), rng_md)
+    test += _basin_test_frames(rs, params["test"], params.get("thermal"), rng_basin)
     seeds = [rs.reactant.copy()] + ([rs.product.copy()] if rs.product is not None else [])
     seeds[0].info = {"origin": "reactant", "subset": "reactant"}
     if rs.product is not None:
@@ -135,3 +151,40 @@ def _thermal_test_frames(rs, thermal: dict[str, Any] | None, rng: np.random.Gene
                           n_steps=int(thermal.get("n_steps", 600)),
                           timestep_fs=float(thermal.get("timestep_fs", 0.5)),
                           subset_names=names)
+
+
+def _basin_test_frames(rs, test: dict[str, Any], thermal: dict[str, Any] | None,
+                       rng: np.random.Generator) -> list[Atoms]:
+    """Frames of the ``test.basins`` (φ, ψ) basins on the ``thermal.driver`` oracle."""
+    try:
+        basins = parse_basins(test.get("basins"))
+    except ValueError as exc:
+        raise SystemDefinitionError(f"{BASINS_WHERE}: {exc}") from None
+    if not basins:
+        return []
+    try:
+        dihedrals = alanine_dipeptide_phi_psi_indices(rs.reactant)
+    except ValueError as exc:
+        raise SystemDefinitionError(f"{BASINS_WHERE}: the reactant of {rs.name} has no "
+                                    f"(phi, psi) backbone: {exc}") from None
+    md = {**BASIN_MD_DEFAULTS, **(test.get("basin_md") or {})}
+    level = md_driver(thermal, rs.reactant.get_chemical_symbols())
+    return basin_frames(rs.reactant, driver_factory(rs.charge, rs.multiplicity, level),
+                        basins, dihedrals, int(test.get("n_per_basin", 2)), rng,
+                        temperatures_K=[float(t) for t in md["temperatures_K"]],
+                        n_steps=int(md["n_steps"]), timestep_fs=float(md["timestep_fs"]),
+                        friction_per_fs=float(md["friction_per_fs"]),
+                        relax_steps=int(md["relax_steps"]),
+                        relax_fmax=float(md["relax_fmax"]))
+
+
+def describe_test_pool(test_pool: list[Atoms]) -> dict[str, Any]:
+    """Per-subset sizes, origins, mean kinetic temperatures and basin (φ, ψ) of the test pool.
+
+    See :func:`reactive_al.evaluation.test_sets.subset_stats`; each subset is also logged in
+    one line, so a run shows whether its MD held the set temperature and reached the basins.
+    """
+    stats = subset_stats(test_pool)
+    for line in subset_lines(stats):
+        log.info("test pool: %s", line)
+    return stats

@@ -2,11 +2,15 @@
 
 from kedro.pipeline import Pipeline, node
 
-from reactive_al.pipelines.data_engineering.nodes import build_structure_sets, reference_path
+from reactive_al.pipelines.data_engineering.nodes import (
+    build_structure_sets,
+    describe_test_pool,
+    reference_path,
+)
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    """System definition → QM reference path, initial pool, test pool, MD seeds."""
+    """System definition → QM reference path, initial pool, test pool (+ stats), MD seeds."""
     return Pipeline([
         node(reference_path,
              ["params:system", "params:systems", "params:labeling", "params:data_engineering"],
@@ -15,4 +19,5 @@ def create_pipeline(**kwargs) -> Pipeline:
              ["params:system", "params:systems", "params:data_engineering", "reference_path"],
              ["initial_pool", "test_pool", "md_seeds"],
              name="build_structure_sets"),
+        node(describe_test_pool, "test_pool", "test_set_stats", name="describe_test_pool"),
     ])
