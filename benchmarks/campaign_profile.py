@@ -36,7 +36,8 @@ ROOT = Path(__file__).resolve().parents[1]
 #: node name (without its iter_NN namespace) → stage of the profile
 STAGES = {
     "qm_reference_path": "one_off", "label_test_pool": "one_off",
-    "build_structure_sets": "structures", "label_initial_pool": "qm_labeling",
+    "build_structure_sets": "structures", "describe_test_pool": "structures",
+    "label_initial_pool": "qm_labeling",
     "label_selected": "qm_labeling", "train_committee": "training",
     "explore_candidates": "exploration", "fit_estimator": "selection",
     "select_batch": "selection", "evaluate_committee": "evaluation",

@@ -31,6 +31,7 @@ from reactive_al.evaluation.comparison import (
     seed_overrides,
     spread,
 )
+from reactive_al.nested import flatten
 
 PROJECT = Path(__file__).resolve().parents[1]
 ROOT = Path("data/benchmark/toy")
@@ -320,7 +321,11 @@ def test_seed_0_runs_with_todays_parameters_and_other_seeds_share_test_set(proje
     params = load_parameters(project)
     root = Path("data/benchmark/sn2_cl_ch3cl")
     stage = campaign_params(params, "sn2_cl_ch3cl", root, 0)
-    assert stage == {"system": "sn2_cl_ch3cl", "data_root": str(root), "seed_root": str(root)}
+    # the system's benchmark overrides (its larger held-out set), nothing else
+    system = flatten(params["benchmark"]["systems"]["sn2_cl_ch3cl"]["params"], sep=".")
+    assert system["data_engineering.test.n_displaced"] == 6
+    assert stage == {"system": "sn2_cl_ch3cl", "data_root": str(root), "seed_root": str(root),
+                     **system}
     run = campaign_params(params, "sn2_cl_ch3cl", root, 0, "random")
     assert run == {**stage, "campaign_root": str(root / "random"),
                    "selection.strategy": "random"}

@@ -194,7 +194,8 @@ def run_benchmark(
     def run(s: int, method: str | None) -> float:  # method None: the seed's shared stage
         args = campaign_params(params, system, root, s, method, level, budget)
         log.info("benchmark %s: seed %d, %s (%s)", system, s, method or "shared stage", args)
-        stage = [] if method else ["--to-outputs", "iter_00.committee,iter_00.metrics"]
+        shared = "iter_00.committee,iter_00.metrics,test_set_stats"
+        stage = [] if method else ["--to-outputs", shared]
         return kedro_run(project, ["--only-missing-outputs", *stage, *env_args, "--params",
                                 param_arg(args)], project / seed_root(root, s) /
                       (f"kedro_run_{method}.log" if method else "kedro_runs.log"))
