@@ -103,3 +103,27 @@ def test_batched_neb_images_get_their_own_forces():
     images[2].positions[0, 0] += 0.01
     images[2].get_forces()
     assert calc.batches[-1] == 1  # only the moved image
+
+
+def test_precomputed_features_equal_the_models_own_energies_and_forces():
+    # training evaluates only the networks on AEVs and Jacobians computed once; that must be
+    # the model's own function, padding (two compositions) and the xTB repulsion included
+    from reactive_al.models import frames_to_tensors
+    from reactive_al.models.committee import _member_energies_forces
+    from reactive_al.models.features import PrecomputedFeatures
+
+    torch.manual_seed(1)
+    spec = CommitteeSpec(symbols=["H", "C"], ensemble_size=3, hidden=[16, 8])
+    model = build_model(spec)
+    frames = [_methane(0.03 * k) for k in range(5)] + [Atoms("CH2", [[0, 0, 0], [1.1, 0, 0],
+                                                                      [0, 1.1, 0]])]
+    t = frames_to_tensors(frames, with_labels=False)
+    feats = PrecomputedFeatures(model, t["species"], t["coordinates"], chunk=4)
+    idx = torch.tensor([5, 0, 3])
+    e, f = feats.energies_forces(idx, create_graph=False)
+    e_ref, f_ref = _member_energies_forces(model, t["species"][idx], t["coordinates"][idx],
+                                           False)
+    assert e.shape == e_ref.shape == (3, 3)
+    assert float((e - e_ref).abs().max()) < 1e-6
+    assert float((f - f_ref).abs().max()) < 1e-5
+    assert float(f_ref.abs().max()) > 1e-3  # not trivially zero

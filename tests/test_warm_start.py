@@ -16,8 +16,8 @@ from reactive_al.models import (
     TrainingConfig,
     frame_key,
     train_committee,
-    training,
 )
+from reactive_al.models.features import PrecomputedFeatures
 
 from .conftest import PROJECT_ROOT
 
@@ -90,17 +90,14 @@ def test_warm_start_learns_the_new_frames(frames, previous):
 def test_replay_mixes_old_frames_into_every_epoch(frames, previous, monkeypatch):
     """Each epoch trains on every new training frame plus a fresh sample of old ones."""
     seen: list[set[int]] = []
-    real = training._member_energies_forces
-    positions = [a.get_positions().astype(np.float32) for a in frames]
+    real = PrecomputedFeatures.energies_forces
 
-    def spy(model, species, coords, create_graph):
+    def spy(self, idx, create_graph):
         if create_graph:  # a training step (evaluation does not build the double-backward graph)
-            rows = coords.detach().numpy()
-            seen.append({next(i for i, p in enumerate(positions) if np.allclose(p, r[:3]))
-                         for r in rows})
-        return real(model, species, coords, create_graph)
+            seen.append({int(i) for i in idx})
+        return real(self, idx, create_graph)
 
-    monkeypatch.setattr(training, "_member_energies_forces", spy)
+    monkeypatch.setattr(PrecomputedFeatures, "energies_forces", spy)
     warm = train_committee(frames, SPEC, TrainingConfig(mode="warm_start", warm_start_epochs=6,
                                                         replay_fraction=0.5, **FAST),
                            previous=previous)

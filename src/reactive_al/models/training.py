@@ -22,6 +22,11 @@ from reactive_al.models.committee import (
     build_model,
     frames_to_tensors,
 )
+from reactive_al.models.features import (
+    MAX_JACOBIAN_BYTES,
+    PrecomputedFeatures,
+    jacobian_bytes,
+)
 
 log = logging.getLogger(__name__)
 
@@ -229,6 +234,10 @@ def train_committee(
         max_epochs, min_epochs, patience = cfg.max_epochs, cfg.min_epochs, cfg.patience
     data = frames_to_tensors(frames)
     n_atoms = (data["species"] >= 0).sum(1).double()
+    # the AEVs and their Jacobians once for the whole run (the networks are all that train),
+    # unless they would not fit in memory
+    features = (PrecomputedFeatures(model, data["species"], data["coordinates"])
+                if jacobian_bytes(model, data["species"]) <= MAX_JACOBIAN_BYTES else None)
     fit_idx = np.concatenate([old_idx, train_idx])  # every frame the weights are fitted to
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate,
                             weight_decay=cfg.weight_decay)
@@ -241,7 +250,8 @@ def train_committee(
 
     def loss_on(idx: np.ndarray, create_graph: bool) -> tuple[torch.Tensor, dict[str, float]]:
         sp, xyz = data["species"][idx], data["coordinates"][idx]
-        e, f = _member_energies_forces(model, sp, xyz, create_graph)
+        e, f = (features.energies_forces(idx, create_graph) if features is not None else
+                _member_energies_forces(model, sp, xyz, create_graph))
         de = (e.double() - data["energies"][idx]) * Hartree / n_atoms[idx].sqrt()
         mask = (sp >= 0)[None, :, :, None]
         df = (f - data["forces"][idx]) * Hartree * mask
