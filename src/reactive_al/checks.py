@@ -53,9 +53,23 @@ def _temperatures(v: Any) -> str | None:
     return "must be a non-empty list of temperatures > 0 K"
 
 
+#: ``labeling.scheduler`` values that start a cluster (anything else: a scheduler address)
+SCHEDULERS = ("local", "synchronous", "slurm")
+
+
+def _scheduler(v: Any) -> str | None:
+    import re
+
+    if v in SCHEDULERS or (isinstance(v, str) and (
+            "://" in v or re.fullmatch(r"[\w.\-]+:\d+", v))):
+        return None
+    return f"must be {', '.join(SCHEDULERS)} or a scheduler address (tcp://host:port)"
+
+
 #: (dotted key, check, parameters file) — a key absent from the parameters is not checked.
 RULES: tuple[tuple[str, Callable[[Any], str | None], str], ...] = (
     ("active_learning.n_iterations", POSITIVE_INT, "parameters_active_learning.yml"),
+    ("labeling.scheduler", _scheduler, "parameters_labeling.yml"),
     ("labeling.n_workers", POSITIVE_INT, "parameters_labeling.yml"),
     ("labeling.omp_threads", POSITIVE_INT, "parameters_labeling.yml"),
     ("labeling.timeout_s", _number(0.0, optional=True), "parameters_labeling.yml"),
@@ -106,8 +120,17 @@ _MISSING = object()
 def check_parameters(params: Mapping[str, Any]) -> None:
     """Raise :class:`ParameterError` (one line) for the first unusable parameter.
 
-    ``params`` are the session's parameters (``--params`` and ``--env`` applied).
+    ``params`` are the session's parameters (``--params`` and ``--env`` applied). A block
+    holding checked keys (``training``, ``training.fit``, ...) must be a mapping.
     """
+    for key, _, where in RULES:
+        parts = key.split(".")
+        for depth in range(1, len(parts)):
+            block = ".".join(parts[:depth])
+            value = get_path(params, block, _MISSING)
+            if value is not _MISSING and not isinstance(value, Mapping):
+                raise ParameterError(f"conf/base/{where}: {block}: must be a mapping of "
+                                     f"settings, got {value!r}")
     for key, rule, where in RULES:
         value = get_path(params, key, _MISSING)
         if value is _MISSING:
