@@ -11,30 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import PROJECT_ROOT, copy_project, kedro, kedro_with_broken_reactant
+from .conftest import (
+    LOCAL_PARAMS,
+    PROJECT_ROOT,
+    copy_project,
+    kedro,
+    kedro_with_broken_reactant,
+)
 
 pytestmark = pytest.mark.slow
 
-LOCAL_PARAMS = """
-system: h3_exchange
-data_engineering:
-  initial: {n_displaced: 2, n_normal_mode: 2}
-  test: {n_displaced: 2, n_normal_mode: 2}
-  reference_path: {n_images: 3, steps: 60, n_perturbed: 1}
-  thermal: {n_per_well: 1, n_steps: 40, temperatures_K: [300], hot_temperature_K: 1200}
-  md_seed_path_images: 1
-labeling: {scheduler: synchronous, progress: false}
-training:
-  model: {ensemble_size: 2, hidden: [16]}
-  fit: {max_epochs: 60, patience: 30, batch_size: 16}
-selection:
-  batch_size: 4
-  walkers: {n_steps: 60, temperatures_K: [300], sample_every: 5}
-active_learning: {n_iterations: 2}
-evaluation:
-  neb: {steps: 100}
-  md_stability: {n_walkers: 2, max_steps: 40}
-"""
 
 
 @pytest.fixture(scope="module")

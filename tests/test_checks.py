@@ -51,6 +51,9 @@ def test_shipped_parameters_pass(params):
     ("data_engineering.reference_path.repair.max_repairs", -1, "integer >= 0"),
     ("selection.uncertainty.method", "comittee", "unknown uncertainty 'comittee'"),
     ("selection.strategy", "best", "unknown strategy 'best'"),
+    ("labeling.scheduler", "lokal", "or a scheduler address (tcp://host:port)"),
+    ("training", "fast", "must be a mapping of settings, got 'fast'"),
+    ("selection.walkers", [300], "must be a mapping of settings"),
 ])
 def test_bad_parameter_is_one_line_naming_file_and_key(params, key, value, expected):
     with pytest.raises(ParameterError) as err:
@@ -62,6 +65,8 @@ def test_bad_parameter_is_one_line_naming_file_and_key(params, key, value, expec
 
 def test_null_timeout_and_broken_search_space(params):
     check_parameters(_with(params, "labeling.timeout_s", None))
+    for address in ("tcp://10.0.0.1:8786", "tls://node:8786", "node7:8786", "slurm"):
+        check_parameters(_with(params, "labeling.scheduler", address))
     space = {"selection.batch_size": {"type": "int", "low": 8, "high": 2}}
     with pytest.raises(ParameterError, match="parameters_tuning.yml: .*low < high"):
         check_parameters(_with(params, "tuning.search_space", space))
@@ -132,14 +137,15 @@ def test_damaged_checkpoint_is_one_line(tmp_path):
     path.write_bytes(b"\x80\x04 not a checkpoint")
     with pytest.raises(DatasetError) as err:
         CommitteeCheckpointDataset(str(path)).load()
-    assert "unreadable committee checkpoint" in str(err.value)
+    assert "unreadable committee checkpoint (truncated, or not a torch checkpoint)" in str(
+        err.value)
     assert "\n" not in str(err.value) and "remove it to retrain" in str(err.value)
 
 
 def test_yaml_error_message_names_file_line_and_tab(tmp_path):
     import shutil
 
-    from reactive_al.hooks import _yaml_message
+    from reactive_al.checks import yaml_message
 
     shutil.copytree(PROJECT_ROOT / "conf", tmp_path / "conf",
                     ignore=shutil.ignore_patterns("local"))
@@ -148,7 +154,7 @@ def test_yaml_error_message_names_file_line_and_tab(tmp_path):
     bad.write_text("selection:\n\tbatch_size: 8\n")
     with pytest.raises(Exception) as err:
         load_parameters(tmp_path)
-    msg = _yaml_message(err.value)
+    msg = yaml_message(err.value)
     assert msg.startswith(f"{bad}: invalid YAML (line 2, column 1")
     assert "not tabs" in msg
 

@@ -1,13 +1,10 @@
-from dataclasses import dataclass
-from typing import ClassVar
-
 import numpy as np
 import pytest
 
-from reactive_al.oracles import ORACLES, Oracle, labeling, register_oracle
+from reactive_al.oracles import labeling
 from reactive_al.oracles.labeling import FailureBudgetExceeded, LabelingConfig, label_structures
 
-from .conftest import HF_STO3G, water
+from .conftest import HF_STO3G, FakeLevel, water
 
 
 def count_qm_calls(monkeypatch) -> list:
@@ -203,72 +200,25 @@ def test_cache_waits_for_a_schema_another_process_is_still_writing(tmp_path):
     assert cache.get("no-such-key") is None
 
 
-@dataclass(frozen=True)
-class ToyLevel:
-    """A level of theory of the toy program: ASE's EMT, energies scaled by ``scale``."""
-
-    program: ClassVar[str] = "toy"
-    scale: float = 1.0
-
-    @property
-    def name(self) -> str:
-        return f"emt-x{self.scale:g}"
-
-    def as_dict(self) -> dict:
-        return {"program": "toy", "scale": float(self.scale)}
-
-
-class ToyOracle(Oracle):
-    """A new QM program is one class like this, a registry entry and a YAML key."""
-
-    program = "toy"
-    level_class = ToyLevel
-    distribution = "ase"
-    warmed = 0
-
-    def single_point(self, atoms, charge, multiplicity, level, omp_threads=None,
-                     timeout_s=None):
-        mol = atoms.copy()
-        mol.calc = self.calculator(charge, multiplicity, level)
-        return {"energy": level.scale * mol.get_potential_energy(),
-                "forces": level.scale * mol.get_forces(),
-                "provenance": {"qm_program": "toy", "qm_method": level.name}}
-
-    def calculator(self, charge, multiplicity, level):
-        from ase.calculators.emt import EMT
-
-        return EMT()
-
-    def warm(self):
-        ToyOracle.warmed += 1
-
-
-@pytest.fixture
-def toy_program():
-    register_oracle(ToyOracle)
-    yield ORACLES["toy"]
-    ORACLES.pop("toy")
-
-
-def test_a_new_program_labels_through_configuration_alone(tmp_path, water_frames, toy_program):
+def test_a_new_program_labels_through_configuration_alone(tmp_path, water_frames, fake_oracle):
     from ase.calculators.emt import EMT
 
-    cfg = _cfg(tmp_path, level={"program": "toy", "scale": 2.0})
-    assert cfg.level == ToyLevel(scale=2.0)
+    cfg = _cfg(tmp_path, level={"program": "fake", "scale": 2.0})
+    assert cfg.level == FakeLevel(scale=2.0)
     labeled, failures = label_structures(water_frames, cfg)
     assert len(labeled) == len(water_frames) and failures == []
     for frame, a in zip(water_frames, labeled, strict=True):
         ref = frame.copy()
         ref.calc = EMT()
         assert a.get_potential_energy() == pytest.approx(2.0 * ref.get_potential_energy())
-        assert a.info["qm_program"] == "toy" and a.info["qm_method"] == "emt-x2"
-    assert cfg.settings()["program"] == "toy" and "program_version" in cfg.settings()
+        assert a.info["qm_program"] == "fake" and a.info["qm_method"] == "emt-x2"
+    assert cfg.settings()["program"] == "fake" and "program_version" in cfg.settings()
     from reactive_al.oracles.cluster import _warm_worker
 
-    _warm_worker("toy")
-    assert ToyOracle.warmed >= 1
+    _warm_worker("fake")
+    assert fake_oracle.warmed >= 1
     # another level of the same program is another cache entry, never a stale hit
-    other, _ = label_structures(water_frames[:1], _cfg(tmp_path, level={"program": "toy"}))
+    other, _ = label_structures(water_frames[:1], _cfg(tmp_path, level={"program": "fake"}))
     assert other[0].get_potential_energy() == pytest.approx(
         labeled[0].get_potential_energy() / 2)
 

@@ -12,7 +12,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,8 +19,7 @@ import pytest
 
 from reactive_al import tracking
 
-from .conftest import copy_project, kedro, kedro_with_broken_reactant
-from .test_campaign import LOCAL_PARAMS
+from .conftest import LOCAL_PARAMS, copy_project, kedro, kedro_with_broken_reactant, start_kedro
 
 EXPERIMENT = "reactive_al"
 
@@ -45,16 +43,6 @@ def _parents(runs: list) -> list:
 
 def _running(runs: list) -> list[str]:
     return [r.info.run_id for r in runs if r.info.status == "RUNNING"]
-
-
-def _start(project: Path, *args: str) -> subprocess.Popen:
-    """``kedro run <args>`` in the background, in its own process group."""
-    env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "true", "OMP_NUM_THREADS": "1",
-           "COLUMNS": "250"}
-    exe = Path(sys.executable).with_name("kedro")
-    return subprocess.Popen([str(exe), "run", *args], cwd=project, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
 
 
 def _wait_for(condition, timeout: float, proc: subprocess.Popen) -> None:  # noqa: ANN001
@@ -189,7 +177,7 @@ def test_interrupted_nested_run_ends_killed(store):
 def test_sessions_started_together_on_one_new_store_both_finish(tmp_path):
     project = copy_project(tmp_path / "project", LOCAL_PARAMS)
     # own data roots and label caches: only the MLflow store is shared
-    procs = [_start(project, "--pipelines", "data_engineering", "--params",
+    procs = [start_kedro(project, "--pipelines", "data_engineering", "--params",
                     f"data_root=data/{x},labeling.cache_path=data/{x}/label_cache.db")
              for x in ("a", "b")]
     errors = [p.communicate(timeout=600)[1] for p in procs]
@@ -213,7 +201,7 @@ def _campaign_runs(project: Path) -> tuple[list, list]:
 
 @pytest.mark.slow
 def test_campaign_killed_and_resumed_keeps_one_parent_run_with_the_whole_curve(project):
-    proc = _start(project)
+    proc = start_kedro(project)
     summary = project / "data/08_reporting/iter_00/summary.json"
     _wait_for(summary.exists, 600, proc)  # iteration 0 is logged before its summary is saved
     os.killpg(proc.pid, signal.SIGKILL)
@@ -264,7 +252,7 @@ def test_run_rejected_by_the_definition_check_leaves_no_finished_run(project):
 @pytest.mark.slow
 def test_sigterm_ends_the_run_killed(project):
     # a whole campaign: still running 2 s after its run started, however fast the NEB is
-    proc = _start(project, "--params",
+    proc = start_kedro(project, "--params",
                   "data_root=data/term,labeling.cache_path=data/term/label_cache.db")
 
     def mine() -> list:

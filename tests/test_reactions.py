@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import ClassVar
-
 import numpy as np
 import pytest
 from ase import Atoms
@@ -16,7 +13,6 @@ from reactive_al.exploration.band import (
     closest_contact,
     max_turn_deg,
 )
-from reactive_al.oracles import ORACLES, Oracle, OracleError, register_oracle
 from reactive_al.oracles.labeling import LabelingConfig
 from reactive_al.oracles.reference import ReferencePathError, qm_neb_path
 from reactive_al.systems import SystemDefinitionError, load_system
@@ -121,67 +117,22 @@ def test_previous_orbitals_start_the_scf(tmp_path):
     assert abs(guessed["energy"] - plain["energy"]) < 1e-6
 
 
-@dataclass(frozen=True)
-class FlakyLevel:
-    """EMT whose SCF 'fails' where ``FlakyOracle.fails`` says so (a failing image, on demand)."""
-
-    program: ClassVar[str] = "flaky"
-    robust: bool = False  # the rescue level: never fails
-
-    @property
-    def name(self) -> str:
-        return "emt"
-
-    def as_dict(self) -> dict:
-        return {"program": "flaky", "robust": self.robust}
-
-
-class FlakyOracle(Oracle):
-    program = "flaky"
-    level_class = FlakyLevel
-    distribution = "ase"
-    fails = staticmethod(lambda atoms: False)
-
-    rescue = False
-
-    def rescue_levels(self, level):
-        return [FlakyLevel(robust=True)] if FlakyOracle.rescue else []
-
-    def single_point(self, atoms, charge, multiplicity, level, omp_threads=None,
-                     timeout_s=None):
-        if FlakyOracle.fails(atoms) and not level.robust:
-            raise OracleError("scf_not_converged", "flaky: no convergence here")
-        mol = atoms.copy()
-        mol.calc = self.calculator(charge, multiplicity, level)
-        return {"energy": mol.get_potential_energy(), "forces": mol.get_forces(),
-                "provenance": {"qm_program": "flaky", "qm_robust": level.robust}}
-
-    def calculator(self, charge, multiplicity, level):
-        from ase.calculators.emt import EMT
-
-        return EMT()
-
-
 @pytest.fixture
-def flaky(tmp_path):
-    register_oracle(FlakyOracle)
-    cfg = LabelingConfig(charge=0, multiplicity=2, level={"program": "flaky"},
-                         cache_path=str(tmp_path / "cache.db"), scheduler="synchronous",
-                         progress=False)
-    yield cfg
-    ORACLES.pop("flaky")
-    FlakyOracle.fails = staticmethod(lambda atoms: False)
-    FlakyOracle.rescue = False
+def flaky(tmp_path, fake_oracle):
+    """Labeling by the fake program, failing where ``fake_oracle.fails`` says."""
+    return LabelingConfig(charge=0, multiplicity=2, level={"program": "fake"},
+                          cache_path=str(tmp_path / "cache.db"), scheduler="synchronous",
+                          progress=False)
 
 
 H3_R = Atoms("H3", positions=[[0, 0, 0], [0.8, 0, 0], [2.6, 0, 0]])
 H3_P = Atoms("H3", positions=[[0, 0, 0], [1.8, 0, 0], [2.6, 0, 0]])
 
 
-def test_failed_middle_image_is_recorded_and_the_band_repaired(flaky):
+def test_failed_middle_image_is_recorded_and_the_band_repaired(flaky, fake_oracle):
     band, _ = build_band(H3_R, H3_P, 3)
     poisoned = band[2].positions.copy()
-    FlakyOracle.fails = staticmethod(lambda atoms: np.allclose(atoms.positions, poisoned))
+    fake_oracle.fails = staticmethod(lambda atoms: np.allclose(atoms.positions, poisoned))
     path, stats = qm_neb_path(H3_R, H3_P, flaky, fmax=0.3, steps=40, band=band)
     assert len(path) == 5 and all("label_key" in a.info for a in path)
     assert stats["band_repairs"] == 1
@@ -191,21 +142,21 @@ def test_failed_middle_image_is_recorded_and_the_band_repaired(flaky):
     assert not np.allclose(path[2].positions, poisoned)
 
 
-def test_failed_image_rescued_at_the_oracles_rescue_level_keeps_the_band(flaky):
+def test_failed_image_rescued_at_the_oracles_rescue_level_keeps_the_band(flaky, fake_oracle):
     band, _ = build_band(H3_R, H3_P, 3)
     poisoned = band[2].positions.copy()
-    FlakyOracle.fails = staticmethod(lambda atoms: np.allclose(atoms.positions, poisoned))
-    FlakyOracle.rescue = True
+    fake_oracle.fails = staticmethod(lambda atoms: np.allclose(atoms.positions, poisoned))
+    fake_oracle.rescue = True
     path, stats = qm_neb_path(H3_R, H3_P, flaky, fmax=0.3, steps=40, band=band)
     (event,) = stats["image_failures"]
-    assert event["rescued_by"] == "level {'program': 'flaky', 'robust': True}"
+    assert event["rescued_by"] == "level {'program': 'fake', 'scale': 1.0, 'robust': True}"
     assert stats["band_repairs"] == 0 and "repair" not in event
     assert all("label_key" in a.info for a in path)
 
 
-def test_image_that_always_fails_stops_with_one_line(flaky):
+def test_image_that_always_fails_stops_with_one_line(flaky, fake_oracle):
     # the middle hydrogen never converges near the centre of the band
-    FlakyOracle.fails = staticmethod(lambda atoms: 1.0 < atoms.positions[1, 0] < 1.6)
+    fake_oracle.fails = staticmethod(lambda atoms: 1.0 < atoms.positions[1, 0] < 1.6)
     with pytest.raises(ReferencePathError) as err:
         qm_neb_path(H3_R, H3_P, flaky, fmax=0.3, steps=40, n_images=3, max_repairs=2,
                     where="h3: QM reference path")
@@ -214,8 +165,8 @@ def test_image_that_always_fails_stops_with_one_line(flaky):
     assert "after 2 band repairs" in msg and "ts_guess" in msg
 
 
-def test_failing_end_point_names_it(flaky):
-    FlakyOracle.fails = staticmethod(lambda atoms: atoms.positions[1, 0] > 1.7)
+def test_failing_end_point_names_it(flaky, fake_oracle):
+    fake_oracle.fails = staticmethod(lambda atoms: atoms.positions[1, 0] > 1.7)
     with pytest.raises(ReferencePathError, match="the product fails at the QM level"):
         qm_neb_path(H3_R, H3_P, flaky, fmax=0.3, steps=40, n_images=3)
 

@@ -10,7 +10,9 @@ functional names).
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from reactive_al.nested import get_path
@@ -74,9 +76,23 @@ def _basin_md(v: Any) -> str | None:
     return f"unknown keys {unknown} (known: {sorted(BASIN_MD_DEFAULTS)})" if unknown else None
 
 
+#: ``labeling.scheduler`` values that start a cluster (anything else: a scheduler address)
+SCHEDULERS = ("local", "synchronous", "slurm")
+
+
+def _scheduler(v: Any) -> str | None:
+    import re
+
+    if v in SCHEDULERS or (isinstance(v, str) and (
+            "://" in v or re.fullmatch(r"[\w.\-]+:\d+", v))):
+        return None
+    return f"must be {', '.join(SCHEDULERS)} or a scheduler address (tcp://host:port)"
+
+
 #: (dotted key, check, parameters file) — a key absent from the parameters is not checked.
 RULES: tuple[tuple[str, Callable[[Any], str | None], str], ...] = (
     ("active_learning.n_iterations", POSITIVE_INT, "parameters_active_learning.yml"),
+    ("labeling.scheduler", _scheduler, "parameters_labeling.yml"),
     ("labeling.n_workers", POSITIVE_INT, "parameters_labeling.yml"),
     ("labeling.omp_threads", POSITIVE_INT, "parameters_labeling.yml"),
     ("labeling.timeout_s", _number(0.0, optional=True), "parameters_labeling.yml"),
@@ -138,8 +154,17 @@ _MISSING = object()
 def check_parameters(params: Mapping[str, Any]) -> None:
     """Raise :class:`ParameterError` (one line) for the first unusable parameter.
 
-    ``params`` are the session's parameters (``--params`` and ``--env`` applied).
+    ``params`` are the session's parameters (``--params`` and ``--env`` applied). A block
+    holding checked keys (``training``, ``training.fit``, ...) must be a mapping.
     """
+    for key, _, where in RULES:
+        parts = key.split(".")
+        for depth in range(1, len(parts)):
+            block = ".".join(parts[:depth])
+            value = get_path(params, block, _MISSING)
+            if value is not _MISSING and not isinstance(value, Mapping):
+                raise ParameterError(f"conf/base/{where}: {block}: must be a mapping of "
+                                     f"settings, got {value!r}")
     for key, rule, where in RULES:
         value = get_path(params, key, _MISSING)
         if value is _MISSING:
@@ -222,3 +247,53 @@ def check_identity(root: str, identity: Mapping[str, Any], what: str) -> None:
                 "or clear it (make clean-campaign; QM labels stay in the cache)")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(dict(identity), indent=1, sort_keys=True))
+
+
+def container_conflict(base: Any, override: Any, prefix: str = "") -> str | None:
+    """The first dotted key where one side is a mapping and the other a list."""
+    if not (isinstance(base, Mapping) and isinstance(override, Mapping)):
+        return None
+    for key, value in override.items():
+        if key not in base:
+            continue
+        path = f"{prefix}{key}"
+        kinds = {isinstance(v, Mapping) for v in (base[key], value)
+                 if isinstance(v, Mapping | list | tuple)}
+        if len(kinds) == 2:
+            return path
+        found = container_conflict(base[key], value, f"{path}.")
+        if found:
+            return found
+    return None
+
+
+def is_yaml_error(exc: BaseException) -> bool:
+    """True if ``exc`` or an exception it came from is a YAML or OmegaConf error."""
+    import yaml
+    from omegaconf.errors import OmegaConfBaseException
+
+    return any(isinstance(e, yaml.YAMLError | OmegaConfBaseException) for e in _chain(exc))
+
+
+def _chain(exc: BaseException | None):
+    while exc is not None:
+        yield exc
+        exc = exc.__cause__ or exc.__context__
+
+
+def yaml_message(exc: BaseException) -> str:
+    """``<file>: invalid YAML (line L, column C: problem)`` from Kedro's and PyYAML's errors."""
+    text = " ".join(str(exc).split())
+    found = re.search(r"file (\S+?),? unable to read line (\d+), position (\d+)", text)
+    problem = next((getattr(e, "problem", None) for e in _chain(exc)
+                    if getattr(e, "problem", None)), None)
+    if found:
+        where, line, col = found.group(1), int(found.group(2)) + 1, int(found.group(3)) + 1
+        try:
+            text_line = Path(where).read_text().splitlines()[line - 1]
+        except (OSError, IndexError):
+            text_line = ""
+        hint = "; indent with spaces, not tabs" if "\t" in text_line else ""
+        return (f"{where}: invalid YAML (line {line}, column {col}"
+                f"{': ' + problem if problem else ''}){hint}")
+    return f"configuration: invalid YAML or parameters ({text[:300]})"

@@ -23,7 +23,13 @@ from typing import Any
 from kedro.framework.hooks import hook_impl
 
 from reactive_al import profiling, tracking
-from reactive_al.checks import ParameterError, check_parameters
+from reactive_al.checks import (
+    ParameterError,
+    check_parameters,
+    container_conflict,
+    is_yaml_error,
+    yaml_message,
+)
 from reactive_al.nested import flatten
 from reactive_al.systems import SystemDefinitionError, load_system
 
@@ -113,26 +119,40 @@ class ReactiveALHooks:
         try:
             SESSION_PARAMETERS = dict(context.params)
             context.config_loader["catalog"]  # a broken catalog file is found here, too
+            conf = _mlflow_yml(context)  # and a broken mlflow.yml
         except Exception as exc:
-            if not _is_yaml_error(exc):
-                raise
-            _stop(_yaml_message(exc))
+            _stop(_configuration_message(context, exc))
         try:
             check_parameters(SESSION_PARAMETERS)
         except ParameterError as exc:
             _stop(str(exc))
+        _check_mlflow_yml(context, conf)
         _rebuild_pipelines_if_stale()
+        _check_requested_pipelines()
         self._context = context
         import mlflow
 
         if mlflow.active_run() is not None:  # kedro-mlflow then ignores mlflow.yml
             return
-        conf = _mlflow_yml(context)
         uri = (conf.get("server") or {}).get("mlflow_tracking_uri") or os.environ.get(
             "MLFLOW_TRACKING_URI")
         if tracking.sqlite_path(uri) is not None:
             experiment = ((conf.get("tracking") or {}).get("experiment") or {}).get("name")
             tracking.init_store(uri, experiment or context._package_name)
+
+    @hook_impl(tryfirst=True)
+    def after_catalog_created(self, catalog) -> None:  # noqa: ANN001
+        """Stop with one line for a catalog entry that cannot be built (type, arguments).
+
+        Kedro builds the datasets lazily; kedro-mlflow's hook (after ours) builds them all,
+        and a broken entry would end there with a traceback.
+        """
+        from kedro.io import DatasetError
+
+        try:
+            catalog.values()  # builds every dataset
+        except DatasetError as exc:
+            _stop(_catalog_message(self._context, exc))
 
     @hook_impl(tryfirst=True)
     def before_pipeline_run(self, run_params, pipeline, catalog) -> None:  # noqa: ANN001
@@ -280,6 +300,109 @@ def _rebuild_pipelines_if_stale() -> None:
             pipelines.set_requested(requested)
 
 
+def _check_requested_pipelines() -> None:
+    """Stop with one line if ``--pipelines`` names a pipeline the registry does not build."""
+    from difflib import get_close_matches
+
+    from kedro.framework.project import pipelines
+
+    requested = pipelines._requested_pipelines or []
+    known = sorted(pipelines.keys()) if requested else []
+    for name in requested:
+        if name not in known:
+            close = get_close_matches(name, known)
+            hint = f"did you mean {', '.join(close)}? " if close else ""
+            _stop(f"kedro run --pipelines: unknown pipeline '{name}' ({hint}registered: "
+                  f"{', '.join(known)})")
+
+
+def _check_mlflow_yml(context, conf: dict[str, Any]) -> None:  # noqa: ANN001
+    """Stop with one line if ``mlflow.yml`` is not a configuration kedro-mlflow accepts."""
+    from kedro_mlflow.config.kedro_mlflow_config import KedroMlflowConfig
+    from pydantic import ValidationError
+
+    try:
+        KedroMlflowConfig.model_validate({**conf})
+    except ValidationError as exc:
+        loc, msg = exc.errors()[0]["loc"], exc.errors()[0]["msg"]
+        where = _conf_file(context, "mlflow*", str(loc[0]) if loc else "")
+        _stop(f"{where}: {'.'.join(map(str, loc))}: {msg}")
+
+
+def _conf_file(context, pattern: str, key: str) -> str:  # noqa: ANN001
+    """The file ``conf/<env>/<pattern>.yml`` (run environment first) that defines ``key``."""
+    import yaml
+
+    loader = context.config_loader
+    source = Path(loader.conf_source)
+    envs = [e for e in (loader.env or loader.default_run_env, loader.base_env) if e]
+    for env in envs:
+        for path in sorted((source / env).glob(f"**/{pattern}.y*ml")):
+            try:
+                if key in (yaml.safe_load(path.read_text()) or {}):
+                    return str(path.relative_to(source.parent))
+            except (OSError, yaml.YAMLError, TypeError, ValueError):
+                continue
+    return f"{source.name}/{envs[0] if envs else 'base'}/{pattern}.yml"
+
+
+def _catalog_message(context, exc: BaseException) -> str:  # noqa: ANN001
+    """``<catalog file>: dataset '<name>': <problem>`` from Kedro's multi-line DatasetError."""
+    text = str(exc)
+    found = re.search(r"[Dd]ataset '([^']+)'", text)
+    name = found.group(1) if found else "?"
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    problem = next((ln for ln in lines if not ln.startswith("An exception occurred")),
+                   type(exc).__name__)
+    problem = problem.split(". Please install")[0].rstrip(".:")
+    where = _conf_file(context, "catalog*", name) if context is not None else "catalog"
+    return f"{where}: dataset '{name}': {problem}; fix its type and arguments"
+
+
+def _configuration_message(context, exc: BaseException) -> str:  # noqa: ANN001
+    """The one line for configuration Kedro cannot load; re-raise an unanticipated error.
+
+    Anticipated: invalid YAML, an unknown ``--env``, a key set in two files, a list for a mapping.
+    """
+    from kedro.config import MissingConfigException
+
+    if is_yaml_error(exc):
+        return yaml_message(exc)
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else type(exc).__name__
+    if isinstance(exc, MissingConfigException):
+        found = re.search(r"not a valid directory: (\S+)", first)
+        if found:
+            conf = Path(found.group(1))
+            envs = ", ".join(sorted(p.name for p in conf.parent.iterdir() if p.is_dir()))
+            return (f"{conf}: no such configuration environment (--env {conf.name}); "
+                    f"environments: {envs}")
+        return f"configuration: {first}"
+    if isinstance(exc, ValueError) and first.startswith("Duplicate keys found in "):
+        pair = first.removeprefix("Duplicate keys found in ")
+        return f"{pair} (set in both files); set each key in one file of an environment"
+    if isinstance(exc, TypeError) and "Cannot merge incompatible container types" in text:
+        return _merge_conflict(context)
+    raise exc
+
+
+def _merge_conflict(context) -> str:  # noqa: ANN001
+    """Where ``--params`` (or an environment's file) puts a list over a mapping, or back."""
+    from reactive_al.settings import config_loader
+
+    loader = context.config_loader
+    env = loader.env or loader.default_run_env
+    try:
+        files = dict(config_loader(Path(loader.conf_source).parent, loader.env)["parameters"])
+    except TypeError:
+        return (f"conf/{env}: a parameter file gives a list where conf/{loader.base_env} has "
+                "a mapping, or the reverse; give the keys of a mapping one by one")
+    path = container_conflict(files, dict(context._runtime_params or {}))
+    return (f"--params {path or '?'}: a list where the configuration has a mapping, or the "
+            f"reverse; give the keys of a mapping one by one (--params {path or 'key'}"
+            ".<key>=<value>)")
+
+
 def _check_roots(rs) -> None:  # noqa: ANN001
     """The data root and the campaign root hold this system's and these settings' results."""
     from reactive_al.checks import campaign_identity, check_identity
@@ -300,36 +423,3 @@ def _stop(message: str) -> None:
     line = " ".join(message.split())
     log.error("%s", line)
     raise SystemExit(f"reactive_al: {line}") from None
-
-
-def _is_yaml_error(exc: BaseException) -> bool:
-    import yaml
-    from omegaconf.errors import OmegaConfBaseException
-
-    return any(isinstance(e, yaml.YAMLError | OmegaConfBaseException) for e in _chain(exc))
-
-
-def _chain(exc: BaseException | None):
-    while exc is not None:
-        yield exc
-        exc = exc.__cause__ or exc.__context__
-
-
-def _yaml_message(exc: BaseException) -> str:
-    """``<file>: invalid YAML (line L, column C: problem)`` from Kedro's and PyYAML's errors."""
-    import re
-
-    text = " ".join(str(exc).split())
-    found = re.search(r"file (\S+?),? unable to read line (\d+), position (\d+)", text)
-    problem = next((getattr(e, "problem", None) for e in _chain(exc)
-                    if getattr(e, "problem", None)), None)
-    if found:
-        where, line, col = found.group(1), int(found.group(2)) + 1, int(found.group(3)) + 1
-        try:
-            text_line = Path(where).read_text().splitlines()[line - 1]
-        except (OSError, IndexError):
-            text_line = ""
-        hint = "; indent with spaces, not tabs" if "\t" in text_line else ""
-        return (f"{where}: invalid YAML (line {line}, column {col}"
-                f"{': ' + problem if problem else ''}){hint}")
-    return f"configuration: invalid YAML or parameters ({text[:300]})"

@@ -8,6 +8,7 @@ configuration key) and the problem, before any quantum chemistry runs.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -70,6 +71,8 @@ class ReactionSystem:
 def _read_geometry(path: Path) -> Atoms:
     from ase.io import read
 
+    if path.is_dir():
+        raise SystemDefinitionError(f"{path}: a directory, not a geometry file")
     if not path.is_file():
         raise SystemDefinitionError(f"{path}: geometry file not found")
     try:
@@ -165,8 +168,11 @@ def load_system(
         raise SystemDefinitionError(
             f"conf/base/parameters_systems.yml: unknown system '{name}' (defined: {known})"
         )
-    spec = dict(systems[name])
     where_conf = f"conf/base/parameters_systems.yml: systems.{name}"
+    if not isinstance(systems[name], Mapping):
+        raise SystemDefinitionError(f"{where_conf}: must be a mapping (reactant, charge, "
+                                    f"multiplicity, ...), got {systems[name]!r}")
+    spec = dict(systems[name])
     for key in ("charge", "multiplicity"):
         if key not in spec:
             raise SystemDefinitionError(f"{where_conf}: missing required key '{key}'")

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from kedro.io import AbstractDataset, DatasetError
 
+from reactive_al.datasets.extxyz import unwritable
 from reactive_al.models import Committee
 
 
@@ -25,9 +26,9 @@ class CommitteeCheckpointDataset(AbstractDataset[Committee, Committee]):
         try:
             ckpt = torch.load(self._filepath, map_location="cpu", weights_only=True)
         except Exception as exc:  # truncated, not a checkpoint, or foreign pickled objects
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise DatasetError(f"{self._filepath}: unreadable committee checkpoint ({first}); "
-                               "remove it to retrain") from exc
+            raise DatasetError(f"{self._filepath}: unreadable committee checkpoint "
+                               f"({_unreadable(self._filepath, exc)}); remove it to retrain"
+                               ) from exc
         try:
             return Committee.from_checkpoint(ckpt)
         except (ValueError, KeyError, RuntimeError, TypeError) as exc:
@@ -37,13 +38,35 @@ class CommitteeCheckpointDataset(AbstractDataset[Committee, Committee]):
 
     def save(self, data: Committee) -> None:
         """Write the checkpoint atomically."""
-        self._filepath.parent.mkdir(parents=True, exist_ok=True)
         tmp = self._filepath.with_suffix(self._filepath.suffix + ".tmp")
-        torch.save(data.to_checkpoint(), tmp)
-        tmp.replace(self._filepath)
+        try:
+            self._filepath.parent.mkdir(parents=True, exist_ok=True)
+            torch.save(data.to_checkpoint(), tmp)
+            tmp.replace(self._filepath)
+        except OSError as exc:
+            raise unwritable(self._filepath, exc) from exc
 
     def _exists(self) -> bool:
         return self._filepath.exists()
 
     def _describe(self) -> dict[str, Any]:
         return {"filepath": str(self._filepath)}
+
+
+def _unreadable(path: Path, exc: BaseException) -> str:
+    """Why ``torch.load`` failed, in a few words.
+
+    ``torch.save`` writes a zip archive: a file that is not one was cut short or is something
+    else. torch's own message for a foreign pickle advises ``weights_only=False``, which runs
+    the file's code: not advice to pass on for a file of unknown origin.
+    """
+    import zipfile
+
+    if path.stat().st_size == 0:
+        return "empty file"
+    if not zipfile.is_zipfile(path):
+        return "truncated, or not a torch checkpoint"
+    text = str(exc).strip()
+    if "Weights only load failed" in text:
+        return "holds objects other than tensors and plain types"
+    return text.splitlines()[0] if text else type(exc).__name__

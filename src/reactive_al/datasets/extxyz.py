@@ -50,22 +50,31 @@ class ExtXYZDataset(AbstractDataset[list[Atoms], list[Atoms]]):
         """Write the frames atomically (a partial file never replaces a good one)."""
         from ase.io import write
 
-        self._filepath.parent.mkdir(parents=True, exist_ok=True)
         tmp = self._filepath.with_suffix(self._filepath.suffix + ".tmp")
-        if data:
-            frames = []
-            for a in data:
-                b = a.copy()  # keeps the calculator's labels; the caller's frames stay as they are
-                b.calc = a.calc
-                b.info[COUNT_KEY] = len(data)
-                frames.append(b)
-            write(tmp, frames, format="extxyz")
-        else:
-            tmp.write_text("")
-        tmp.replace(self._filepath)
+        frames = []
+        for a in data:
+            b = a.copy()  # keeps the calculator's labels; the caller's frames stay as they are
+            b.calc = a.calc
+            b.info[COUNT_KEY] = len(data)
+            frames.append(b)
+        try:
+            self._filepath.parent.mkdir(parents=True, exist_ok=True)
+            if frames:
+                write(tmp, frames, format="extxyz")
+            else:
+                tmp.write_text("")
+            tmp.replace(self._filepath)
+        except OSError as exc:
+            raise unwritable(self._filepath, exc) from exc
 
     def _exists(self) -> bool:
         return self._filepath.exists()
 
     def _describe(self) -> dict[str, Any]:
         return {"filepath": str(self._filepath)}
+
+
+def unwritable(path: Path, exc: OSError) -> DatasetError:
+    """The one-line error for a dataset file that cannot be written (read-only folder, ...)."""
+    return DatasetError(f"{path}: cannot write ({exc.strerror or exc}); make "
+                        f"{path.parent} writable")

@@ -97,6 +97,9 @@ def _unwritable(path: Path, exc: BaseException) -> CacheUnwritable:
         problem = f"{existing} is not a directory"
     elif isinstance(exc, PermissionError) or not os.access(existing, os.W_OK):
         problem = "permission denied"
+    elif existing == path and not os.access(path.parent, os.W_OK):
+        # SQLite writes its journal next to the file: a read-only folder makes it read-only
+        problem = f"permission denied in {path.parent}"
     else:
         problem = first_line(getattr(exc, "strerror", None) or exc)
     return CacheUnwritable(f"cannot write the label cache {path} ({problem}); point "
