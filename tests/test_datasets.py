@@ -35,3 +35,35 @@ def test_checkpoint_round_trip_predicts_identically(tmp_path):
     np.testing.assert_allclose(p1["energy_members"], p2["energy_members"])
     assert loaded.history == {"epochs": 3}
     assert loaded.spec.hidden == [8]
+
+
+def test_atomic_dataset_never_leaves_a_half_written_file(tmp_path, monkeypatch):
+    import json
+
+    import pytest
+
+    from reactive_al.datasets import AtomicDataset
+    from reactive_al.settings import load_catalog
+
+    path = tmp_path / "08_reporting" / "metrics.json"
+    ds = AtomicDataset("json.JSONDataset", str(path))
+    ds.save({"force_mae": 0.1})
+    assert ds.load() == {"force_mae": 0.1} and ds.exists()
+
+    # a write that dies half-way (here: the encoder fails after the file is opened) keeps
+    # the previous file whole, and no temporary file is taken for the result
+    def dies(obj, fh, **kwargs):
+        fh.write('{"force_m')
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(json, "dump", dies)
+    with pytest.raises(BaseException):  # noqa: B017,PT011
+        ds.save({"force_mae": 0.2})
+    monkeypatch.undo()
+    assert json.loads(path.read_text()) == {"force_mae": 0.1}
+
+    # the project's JSON, CSV, text and YAML outputs all go through it
+    catalog = load_catalog(".", runtime_params={"data_root": str(tmp_path)})
+    for name in ("metrics", "learning_curve", "campaign_report", "best_query_params"):
+        assert catalog.get(name)._describe()["dataset"].endswith(
+            ("JSONDataset", "CSVDataset", "TextDataset", "YAMLDataset"))

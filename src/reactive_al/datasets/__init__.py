@@ -1,6 +1,7 @@
-"""Kedro datasets for what kedro-datasets lacks: extxyz frame lists and committee checkpoints."""
+"""Kedro datasets: extxyz frame lists, committee checkpoints, atomic kedro-datasets files."""
 
+from reactive_al.datasets.atomic import AtomicDataset
 from reactive_al.datasets.checkpoint import CommitteeCheckpointDataset
 from reactive_al.datasets.extxyz import ExtXYZDataset
 
-__all__ = ["CommitteeCheckpointDataset", "ExtXYZDataset"]
+__all__ = ["AtomicDataset", "CommitteeCheckpointDataset", "ExtXYZDataset"]
