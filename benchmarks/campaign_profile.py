@@ -85,7 +85,7 @@ def summarize(records: list[dict], process_wall: float) -> dict:
         "one_off_s": round(one_off, 1),
         "campaign_wall_time_s": round(campaign, 1),
         "stages_s": {k: round(v, 1) for k, v in sorted(totals.items())},
-        "inside_nodes_s": {k: round(v, 1) for k, v in sorted(inner.items())},
+        "inside_nodes_s": {k: round(v, 1) for k, v in sorted(inner.items()) if v >= 0.05},
         "qm_fraction": round(totals.get("qm_labeling", 0.0) / campaign, 3) if campaign else None,
         "per_iteration_s": [{"iteration": k, **{s: round(v, 2) for s, v in sorted(d.items())}}
                             for k, d in sorted(per_iter.items())],
