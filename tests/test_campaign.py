@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -138,7 +139,8 @@ def test_resume_reruns_only_missing_iterations(project):
     assert (data / "08_reporting/report.md").exists()
     log = " ".join((result.stderr + result.stdout).split())
     # evaluate + summarize of the last iteration, learning curve, publish, report
-    assert "Running 5 out of 18 nodes" in log
+    found = re.search(r"Running (\d+) out of (\d+) nodes", log)
+    assert found and int(found.group(1)) == 5 and int(found.group(2)) > 5, log[-2000:]
 
 
 @pytest.mark.parametrize("name", ["training", "selection", "evaluation"])
