@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from reactive_al.models.training import TRAINING_MODES, WARM_START_SCHEDULES
 from reactive_al.nested import get_path
 
 
@@ -22,11 +23,19 @@ class ParameterError(ValueError):
     """A parameter that cannot be used; the message is one line naming the file and key."""
 
 
-def _int(minimum: int) -> Callable[[Any], str | None]:
+def _int(minimum: int, optional: bool = False) -> Callable[[Any], str | None]:
     def check(v: Any) -> str | None:
+        if v is None and optional:
+            return None
         if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
-            return f"must be an integer >= {minimum}"
+            return f"must be an integer >= {minimum}" + (" (or null)" if optional else "")
         return None
+    return check
+
+
+def _one_of(choices: tuple[str, ...]) -> Callable[[Any], str | None]:
+    def check(v: Any) -> str | None:
+        return None if v in choices else f"must be one of {list(choices)}"
     return check
 
 
@@ -110,7 +119,9 @@ RULES: tuple[tuple[str, Callable[[Any], str | None], str], ...] = (
     ("training.fit.replay_fraction", FRACTION, "parameters_training.yml"),
     ("training.fit.warm_start_epochs", POSITIVE_INT, "parameters_training.yml"),
     ("training.fit.warm_start_min_epochs", COUNT, "parameters_training.yml"),
-    ("training.fit.warm_start_patience", _number(1.0, closed_low=True, optional=True),
+    ("training.fit.warm_start_patience", _int(1, optional=True), "parameters_training.yml"),
+    ("training.fit.mode", _one_of(TRAINING_MODES), "parameters_training.yml"),
+    ("training.fit.warm_start_schedule", _one_of(WARM_START_SCHEDULES),
      "parameters_training.yml"),
     ("training.fit.max_minutes", _number(0.0, optional=True), "parameters_training.yml"),
     ("selection.walkers.temperatures_K", _temperatures, "parameters_selection.yml"),

@@ -89,7 +89,7 @@ class _Lockstep:
 
     def ask(self, i: int, atoms: Atoms) -> dict[str, Any]:
         with self.cond:
-            self.pending[i] = atoms.copy()
+            self.pending[i] = atoms  # no copy: the walker waits here until it is answered
             self._evaluate_if_complete()
             while i not in self.answers and self.error is None:
                 self.cond.wait()

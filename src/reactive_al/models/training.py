@@ -31,6 +31,8 @@ from reactive_al.models.features import (
 log = logging.getLogger(__name__)
 
 TRAINING_MODES = ("retrain", "warm_start")
+#: learning-rate schedules of a warm start
+WARM_START_SCHEDULES = ("plateau", "cosine")
 
 
 @dataclass
@@ -77,9 +79,9 @@ class TrainingConfig:
         if not 0.0 <= float(self.replay_fraction) <= 1.0:
             raise ValueError(f"{where}.replay_fraction must lie in [0, 1], "
                              f"got {self.replay_fraction!r}")
-        if self.warm_start_schedule not in ("plateau", "cosine"):
-            raise ValueError(f"{where}.warm_start_schedule must be 'plateau' or 'cosine', "
-                             f"got {self.warm_start_schedule!r}")
+        if self.warm_start_schedule not in WARM_START_SCHEDULES:
+            raise ValueError(f"{where}.warm_start_schedule must be one of "
+                             f"{list(WARM_START_SCHEDULES)}, got {self.warm_start_schedule!r}")
         if int(self.warm_start_epochs) < 1:
             raise ValueError(f"{where}.warm_start_epochs must be >= 1, "
                              f"got {self.warm_start_epochs!r}")
