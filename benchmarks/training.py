@@ -18,7 +18,7 @@ from _results import write_result
 from ase.io import read
 
 from reactive_al.models import CommitteeSpec, build_model, frames_to_tensors
-from reactive_al.models.committee import _member_energies_forces
+from reactive_al.models.features import PrecomputedFeatures
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = [
@@ -32,12 +32,19 @@ CONFIGS = [
 
 
 def time_steps(spec: CommitteeSpec, batch: dict, n_steps: int) -> float:
+    """Median wall time (s) of one training step as ``train_committee`` takes it.
+
+    The AEVs and their Jacobians are computed once (:class:`PrecomputedFeatures`), as in
+    training; each step evaluates the member networks, the loss and the optimiser step.
+    """
     model = build_model(spec)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    features = PrecomputedFeatures(model, batch["species"], batch["coordinates"])
+    idx = torch.arange(len(batch["species"]))
     times = []
     for _ in range(n_steps + 1):
         t = time.perf_counter()
-        e, f = _member_energies_forces(model, batch["species"], batch["coordinates"], True)
+        e, f = features.energies_forces(idx, True)
         loss = (e.double() - batch["energies"]).pow(2).mean() + (f - batch["forces"]).pow(2).mean()
         opt.zero_grad()
         loss.backward()
