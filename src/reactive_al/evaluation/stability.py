@@ -39,13 +39,6 @@ def steps_until_unphysical(
     return max_steps
 
 
-def _stability_job(atoms: Atoms, temperature_K: float, max_steps: int, min_distance: float,
-                   max_force: float, rng: np.random.Generator, timestep_fs: float,
-                   calc: Calculator) -> int:
-    return steps_until_unphysical(atoms, calc, temperature_K, max_steps, min_distance,
-                                  max_force, rng, timestep_fs)
-
-
 def md_stability(
     starts: Sequence[Atoms], calc: Calculator, temperature_K: float, n_walkers: int,
     max_steps: int = 1000, min_distance: float = 0.6, max_force: float = 25.0,
@@ -62,8 +55,10 @@ def md_stability(
         raise ValueError(f"need at least one walker, got {n_walkers}")
     rng = rng if rng is not None else np.random.default_rng(0)
     # one stream per walker, and all walkers together: one batched model call per MD step
-    jobs = [partial(_stability_job, starts[i % len(starts)], temperature_K, max_steps,
-                    min_distance, max_force, stream, timestep_fs)
+    # each job is steps_until_unphysical waiting for its calculator (second positional)
+    jobs = [partial(steps_until_unphysical, starts[i % len(starts)], temperature_K=temperature_K,
+                    max_steps=max_steps, min_distance=min_distance, max_force=max_force,
+                    rng=stream, timestep_fs=timestep_fs)
             for i, stream in enumerate(rng.spawn(n_walkers))]
     steps = run_lockstep(jobs, calc)
     arr = np.array(steps)

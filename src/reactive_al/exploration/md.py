@@ -115,12 +115,6 @@ def run_walker(
     return frames, reason, steps
 
 
-def _walker_job(start: Atoms, temperature_K: float, cfg: WalkerConfig,
-                rng: np.random.Generator, walker_id: str, tick: Callable[[], Any],
-                calc: Calculator):
-    return run_walker(start, calc, temperature_K, cfg, rng, walker_id, tick)
-
-
 def explore(
     seeds: list[Atoms], calc: Calculator, cfg: WalkerConfig, rng: np.random.Generator
 ) -> tuple[list[Atoms], dict[str, Any]]:
@@ -140,7 +134,9 @@ def explore(
     bar = tqdm(total=len(walkers) * cfg.n_steps, desc=f"MD walkers ({len(walkers)})",
                disable=None if cfg.progress else True, leave=False)
     tick = partial(bar.update, 1)
-    jobs = [partial(_walker_job, seed, t, cfg, stream, f"w{i}_{int(t)}K", tick)
+    # each job is run_walker waiting for its calculator, the second positional argument
+    jobs = [partial(run_walker, seed, temperature_K=t, cfg=cfg, rng=stream,
+                    walker_id=f"w{i}_{int(t)}K", tick=tick)
             for (i, seed, t), stream in zip(walkers, streams, strict=True)]
     results = run_lockstep(jobs, calc)
     bar.close()
