@@ -111,6 +111,25 @@ def _damage_message(path: Path, problem: str, aside: Path, kept: int) -> str:
             "readable labels kept in a fresh cache (the others are computed again)")
 
 
+def _use_wal(path: Path, wait_s: float = 60.0) -> None:
+    """Switch the file to WAL (several campaigns read while one writes, no corruption).
+
+    The switch needs a moment alone with the file, and SQLite can answer "database is locked"
+    at once instead of waiting when another campaign opens the same new cache at that
+    moment, so it is retried for up to ``wait_s`` seconds.
+    """
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            with contextlib.closing(sqlite3.connect(path, timeout=wait_s)) as con:
+                con.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 class LabelCache:
     """ASE-database store of QM results keyed by :func:`label_key`, one row per key."""
 
@@ -127,9 +146,7 @@ class LabelCache:
                 if outcome is not None:
                     self.repaired = _damage_message(self.path, *outcome)
                     log.warning("%s", self.repaired)
-            with contextlib.closing(sqlite3.connect(self.path, timeout=60)) as con:
-                # WAL lets several campaigns read while one writes, without corrupting the file
-                con.execute("PRAGMA journal_mode=WAL")
+            _use_wal(self.path)
             self._create_schema()
             self._one_row_per_key()
             _CHECKED.add(self._identity())
