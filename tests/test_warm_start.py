@@ -156,7 +156,7 @@ def test_training_node_passes_the_previous_committee(frames, previous, monkeypat
               "fit": {"mode": "warm_start", "warm_start_epochs": 1, **FAST}}
     previous_h3 = Committee(previous.model, CommitteeSpec(
         **{**previous.spec.to_dict(), "lot": "hf-sto-3g"}), previous.history)
-    c = train(frames, "h3_exchange", systems["systems"], params, previous_h3)
+    c = train(frames, "h3_exchange", systems["systems"], params, previous_committee=previous_h3)
     assert c.history["mode"] == "warm_start"
     assert train(frames, "h3_exchange", systems["systems"],
                  {**params, "fit": {**params["fit"], "max_epochs": 1}}).history["mode"] == "retrain"

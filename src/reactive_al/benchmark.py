@@ -124,7 +124,10 @@ def campaign_params(params: dict[str, Any], system: str, root: Path, seed: int =
     out.update(_flatten((bench.get("systems", {}) or {}).get(system, {}).get("params", {})))
     out.update(budget or {})
     if method is not None:
-        out.update(_flatten(bench["methods"][method].get("params", {})))
+        method_params = bench["methods"][method].get("params", {}) or {}
+        out.update(_flatten(method_params))
+        if "training" in method_params:  # iteration 0 trains differently: its own committee
+            out["model_root"] = out["campaign_root"]
     if level is not None:
         levels = bench.get("levels", {}) or {}
         if level not in levels:

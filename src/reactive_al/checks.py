@@ -98,6 +98,18 @@ def _scheduler(v: Any) -> str | None:
     return f"must be {', '.join(SCHEDULERS)} or a scheduler address (tcp://host:port)"
 
 
+def _baseline(v: Any) -> str | None:
+    from reactive_al.models.baseline import baseline_level
+
+    if v is None:
+        return None
+    try:
+        baseline_level(v, "baseline")
+    except ValueError as exc:
+        return str(exc).removeprefix("baseline: ")
+    return None
+
+
 #: (dotted key, check, parameters file) — a key absent from the parameters is not checked.
 RULES: tuple[tuple[str, Callable[[Any], str | None], str], ...] = (
     ("active_learning.n_iterations", POSITIVE_INT, "parameters_active_learning.yml"),
@@ -124,6 +136,7 @@ RULES: tuple[tuple[str, Callable[[Any], str | None], str], ...] = (
     ("training.fit.warm_start_schedule", _one_of(WARM_START_SCHEDULES),
      "parameters_training.yml"),
     ("training.fit.max_minutes", _number(0.0, optional=True), "parameters_training.yml"),
+    ("training.baseline", _baseline, "parameters_training.yml"),
     ("selection.walkers.temperatures_K", _temperatures, "parameters_selection.yml"),
     ("selection.walkers.n_steps", POSITIVE_INT, "parameters_selection.yml"),
     ("selection.walkers.timestep_fs", POSITIVE, "parameters_selection.yml"),

@@ -15,6 +15,8 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
 from ase.units import Hartree
 
+from reactive_al.models.baseline import Baseline
+
 CHECKPOINT_FORMAT = "reactive_al.committee/1"
 
 @dataclass
@@ -33,11 +35,16 @@ class CommitteeSpec:
     angular_sections: int = 4
     repulsion: bool = True
     self_energies: dict[str, float] = field(default_factory=dict)  # Hartree per atom
+    #: the cheap level the committee is a correction to (Δ-learning;
+    #: :meth:`~reactive_al.models.baseline.Baseline.to_dict`), None: no baseline
+    baseline: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-python form (safe for ``torch.load(weights_only=True)``)."""
         d = asdict(self)
         d["hidden"] = [int(h) for h in self.hidden]
+        if d["baseline"] is None:
+            del d["baseline"]  # checkpoints without a baseline keep their earlier form
         return d
 
 
@@ -131,6 +138,8 @@ class Committee:
         self.model = model
         self.spec = spec
         self.history = history or {}
+        #: the Δ-learning baseline every prediction adds (None: the committee is the model)
+        self.baseline = Baseline.from_dict(spec.baseline) if spec.baseline else None
 
     # -- persistence -----------------------------------------------------------------------
     def to_checkpoint(self) -> dict[str, Any]:
@@ -155,7 +164,7 @@ class Committee:
 
     # -- prediction ------------------------------------------------------------------------
     def predict(self, frames: list[Atoms], batch_size: int = 256) -> dict[str, Any]:
-        """Committee predictions for ``frames`` in eV and eV/Å.
+        """Committee predictions for ``frames`` in eV and eV/Å (baseline included, if any).
 
         Returns arrays: ``energy`` (mean, [n]), ``energy_members`` ([M, n]), ``energy_std``
         (committee std / √N_atoms, eV/atom, [n]), and per frame lists ``forces`` (mean,
@@ -175,6 +184,11 @@ class Committee:
                 f_mean.append(fm[i, : len(a)].numpy())
                 f_std.append(spread[i, : len(a)].numpy())
         members = np.concatenate(e_members, axis=1)
+        if self.baseline is not None:
+            # a constant per structure for every member: the spreads stay the learned part's
+            e_base, f_base = self.baseline.evaluate(frames)
+            members = members + e_base[None, :]
+            f_mean = [f + fb for f, fb in zip(f_mean, f_base, strict=True)]
         n_atoms = np.array([len(a) for a in frames], dtype=float)
         ddof = 1 if members.shape[0] > 1 else 0
         return {

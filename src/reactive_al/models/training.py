@@ -15,6 +15,7 @@ from ase import Atoms
 from ase.units import Hartree
 from tqdm.auto import tqdm
 
+from reactive_al.models.baseline import Baseline, residual_frames
 from reactive_al.models.committee import (
     Committee,
     CommitteeSpec,
@@ -189,8 +190,13 @@ def train_committee(
     spec: CommitteeSpec,
     cfg: TrainingConfig,
     previous: Committee | None = None,
+    baseline_labels: tuple[np.ndarray, list[np.ndarray]] | None = None,
 ) -> Committee:
     """Train a committee on labeled frames (energies and forces) with early stopping.
+
+    With ``spec.baseline`` (Δ-learning) the members learn the labels minus the baseline's:
+    ``baseline_labels`` (energies eV, forces eV/Å per frame, e.g. from the label cache) or,
+    if None, direct baseline calls. Self energies are then fitted to the residual.
 
     ``cfg.mode == "retrain"`` (or no ``previous`` committee): self energies are fitted to the
     data first; all members share one split and see the same mini-batches but start from
@@ -211,6 +217,11 @@ def train_committee(
     """
     if len(frames) < 2:
         raise ValueError(f"need at least 2 labeled frames to train, got {len(frames)}")
+    base = Baseline.from_dict(spec.baseline) if spec.baseline else None
+    if base is not None:
+        e_base, f_base = baseline_labels or base.evaluate(frames)
+        base.remember(frames, e_base, f_base)
+        frames = residual_frames(frames, e_base, f_base)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     warm = cfg.mode == "warm_start" and previous is not None
@@ -328,4 +339,7 @@ def train_committee(
     log.info("trained (%s) %d-member committee on %d frames: %d epochs, %.1f s, "
              "val F-RMSE %.3f eV/Å", history["mode"], spec.ensemble_size, len(frames),
              epochs_run, history["wall_time_s"], val_stats["force_rmse"])
-    return Committee(model, spec, history)
+    committee = Committee(model, spec, history)
+    if base is not None and committee.baseline is not None:
+        committee.baseline = base  # already knows the training frames' baseline labels
+    return committee

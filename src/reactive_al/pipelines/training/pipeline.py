@@ -12,7 +12,8 @@ def create_pipeline(previous_committee: bool = False, **kwargs) -> Pipeline:
     warm_start`` can continue the previous committee; run alone, the pipeline trains from
     scratch.
     """
-    inputs = ["labeled_set", "params:system", "params:systems", "params:training"]
+    inputs = ["labeled_set", "params:system", "params:systems", "params:training",
+              "params:labeling"]
     if previous_committee:
         inputs.append("previous_committee")
     return Pipeline([node(train, inputs, "committee", name="train_committee")])

@@ -1,0 +1,188 @@
+"""A cheap-level baseline under a committee (Δ-learning): E = E_baseline + E_committee.
+
+With ``training.baseline`` set, the committee learns E_QM − E_baseline and F_QM − F_baseline,
+and every prediction adds the baseline back (:meth:`~reactive_al.models.Committee.predict`),
+so MD walkers, the biased walkers, the model NEB, normal modes, evaluation and the ASE
+calculator a user gets from a checkpoint all see the full potential. The committee spread
+and the gradient features belong to the learned part only: the baseline is deterministic.
+
+The baseline labels of training structures go through the label cache like QM labels (the
+training node labels them with :func:`~reactive_al.oracles.labeling.label_structures`), so a
+structure's baseline call is made once; predictions on new geometries (MD steps) call the
+program directly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from ase import Atoms
+from ase.calculators.singlepoint import SinglePointCalculator
+
+from reactive_al.oracles import OracleError, get_oracle, parse_level
+
+#: ``training.baseline: xtb`` is shorthand for this level of theory
+SHORTHANDS: dict[str, dict[str, str]] = {"xtb": {"program": "xtb", "method": "gfn2-xtb"}}
+#: structures whose baseline a process remembers (test and validation sets, NEB images)
+MEMO_SIZE = 4096
+
+
+def baseline_level(spec: str | Mapping[str, Any], where: str) -> dict[str, Any]:
+    """The level-of-theory mapping of a ``training.baseline`` value (``xtb`` or a mapping).
+
+    Raises ``SystemDefinitionError`` (one line starting with ``where``) for an unknown name or
+    an invalid level.
+    """
+    from reactive_al.systems import SystemDefinitionError
+
+    if isinstance(spec, str):
+        if spec not in SHORTHANDS:
+            raise SystemDefinitionError(f"{where}: unknown baseline '{spec}' (known: "
+                                        f"{', '.join(SHORTHANDS)}, or a level_of_theory "
+                                        "mapping)")
+        spec = SHORTHANDS[spec]
+    if not isinstance(spec, Mapping):
+        raise SystemDefinitionError(f"{where}: expected a name or a level_of_theory mapping, "
+                                    f"got {type(spec).__name__}")
+    return parse_level(spec, where).as_dict()
+
+
+@dataclass
+class Baseline:
+    """A baseline level of theory for one system: energies eV, forces eV/Å.
+
+    ``level`` is the plain-dict level (``program`` key included), ``version`` the program's
+    version the committee was trained against (recorded in the checkpoint).
+    """
+
+    level: dict[str, Any]
+    charge: int
+    multiplicity: int
+    version: str
+    calls: int = field(default=0, compare=False)
+    seconds: float = field(default=0.0, compare=False)
+
+    def __post_init__(self) -> None:
+        self._memo: OrderedDict[str, tuple[float, np.ndarray]] = OrderedDict()
+        self._lock = threading.Lock()
+        self._oracle = get_oracle(self.level["program"])
+        self._level = parse_level(self.level, "baseline")
+
+    @classmethod
+    def for_system(cls, spec: str | Mapping[str, Any], charge: int, multiplicity: int,
+                   where: str = "parameters_training.yml: training.baseline") -> Baseline:
+        """The baseline ``spec`` (``xtb`` or a level mapping) for a system's charge and spin."""
+        level = baseline_level(spec, where)
+        return cls(level, int(charge), int(multiplicity),
+                   get_oracle(level["program"]).version())
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-python form kept in the committee spec (and so in the checkpoint)."""
+        return {"level": dict(self.level), "charge": self.charge,
+                "multiplicity": self.multiplicity, "version": self.version}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Baseline:
+        """Rebuild from :meth:`to_dict`; raises ``ValueError`` if the program is missing.
+
+        A checkpoint trained on a baseline is only its learned part: without the same
+        program the predictions would be meaningless, so loading fails rather than guess.
+        """
+        level = dict(d["level"])
+        try:
+            installed = get_oracle(level["program"]).version()
+        except Exception as exc:  # unknown program, or its package not installed
+            raise ValueError(f"the committee was trained on the baseline {level} "
+                             f"({level['program']} {d.get('version')}), which is not "
+                             f"available here: {str(exc).splitlines()[0]}") from exc
+        if installed != d.get("version"):
+            raise ValueError(f"the committee was trained on the baseline {level} at "
+                             f"{level['program']} version {d.get('version')}, installed is "
+                             f"{installed}: install that version or retrain")
+        return cls(level, int(d["charge"]), int(d["multiplicity"]), str(d["version"]))
+
+    @property
+    def name(self) -> str:
+        """Short name of the baseline level (e.g. ``gfn2-xtb``)."""
+        return str(self.level.get("method") or self.level.get("xc") or self.level["program"])
+
+    @staticmethod
+    def key(atoms: Atoms) -> str:
+        """Content key of a geometry (atomic numbers, positions to 1e-8 Å)."""
+        h = hashlib.sha1(np.asarray(atoms.get_atomic_numbers(), dtype=np.int64).tobytes())
+        h.update(np.round(atoms.get_positions(), 8).tobytes())
+        return h.hexdigest()
+
+    def remember(self, frames: list[Atoms], energies: np.ndarray,
+                 forces: list[np.ndarray]) -> None:
+        """Keep already known baseline labels (e.g. from the label cache) for predictions."""
+        with self._lock:
+            for a, e, f in zip(frames, energies, forces, strict=True):
+                self._memo[self.key(a)] = (float(e), np.asarray(f, dtype=float))
+                self._memo.move_to_end(self.key(a))
+            while len(self._memo) > MEMO_SIZE:
+                self._memo.popitem(last=False)
+
+    def evaluate(self, frames: list[Atoms]) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Baseline energies (eV, [n]) and forces (eV/Å, [N_i, 3]) of molecules.
+
+        A geometry where the program fails (e.g. no SCC convergence far from equilibrium) gets
+        NaN energy and infinite forces, so an MD walker stops there as unphysical.
+        """
+        energies = np.empty(len(frames))
+        forces: list[np.ndarray] = []
+        for i, atoms in enumerate(frames):
+            k = self.key(atoms)
+            with self._lock:
+                hit = self._memo.get(k)
+                if hit is None:
+                    hit = self._compute(atoms)
+                    self._memo[k] = hit
+                    if len(self._memo) > MEMO_SIZE:
+                        self._memo.popitem(last=False)
+            energies[i] = hit[0]
+            forces.append(hit[1])
+        return energies, forces
+
+    def _compute(self, atoms: Atoms) -> tuple[float, np.ndarray]:
+        # the oracle's own single point, as for the cached training labels: the same numbers
+        # (a calculator reused across geometries starts each SCC from the last one's density
+        # and fails to converge where a fresh start converges)
+        mol = Atoms(atoms.get_atomic_numbers(), atoms.get_positions(), pbc=False)
+        start = time.perf_counter()
+        try:
+            r = self._oracle.single_point(mol, self.charge, self.multiplicity, self._level)
+            e, f = float(r["energy"]), np.asarray(r["forces"], dtype=float)
+        except OracleError:
+            e, f = float("nan"), np.full((len(mol), 3), np.inf)
+        finally:
+            self.calls += 1
+            self.seconds += time.perf_counter() - start
+        return e, f
+
+    def stats(self) -> dict[str, float]:
+        """Direct baseline calls of this process and their wall time (s)."""
+        return {"calls": int(self.calls), "wall_time_s": round(float(self.seconds), 3)}
+
+
+def residual_frames(frames: list[Atoms], energies: np.ndarray,
+                    forces: list[np.ndarray]) -> list[Atoms]:
+    """Copies of labeled ``frames`` whose labels are QM minus baseline (eV, eV/Å).
+
+    ``info`` is kept (label keys, provenance), so the copies are the same training frames.
+    """
+    out = []
+    for a, e, f in zip(frames, energies, forces, strict=True):
+        r = Atoms(a.get_atomic_numbers(), a.get_positions(), pbc=a.pbc, cell=a.cell)
+        r.info = dict(a.info)
+        r.calc = SinglePointCalculator(r, energy=float(a.get_potential_energy()) - float(e),
+                                       forces=np.asarray(a.get_forces()) - np.asarray(f))
+        out.append(r)
+    return out

@@ -1,0 +1,141 @@
+"""Δ-learning on a GFN2-xTB baseline: the committee learns QM − xTB, predictions add xTB back."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from ase import units
+
+from reactive_al.models import Committee, CommitteeSpec, TrainingConfig, train_committee
+from reactive_al.models.baseline import Baseline
+from reactive_al.oracles.labeling import LabelingConfig, label_structures
+
+from .conftest import COUNTING_KEDRO, HF_STO3G, LOCAL_PARAMS, copy_project, kedro, water
+
+pytest.importorskip("tblite")
+
+XTB = {"program": "xtb", "method": "gfn2-xtb"}
+SPEC = dict(symbols=["H", "O"], lot="hf-sto-3g", ensemble_size=2, hidden=[16])
+FIT = TrainingConfig(max_epochs=40, batch_size=8, patience=40, progress=False)
+
+
+@pytest.fixture(scope="module")
+def labeled(tmp_path_factory):
+    rng = np.random.default_rng(1)
+    frames = []
+    for _ in range(12):
+        a = water()
+        a.positions += rng.normal(0, 0.05, a.positions.shape)
+        frames.append(a)
+    cfg = LabelingConfig(charge=0, multiplicity=1, level=HF_STO3G, scheduler="synchronous",
+                         cache_path=str(tmp_path_factory.mktemp("c") / "c.db"), progress=False)
+    out, failures = label_structures(frames, cfg)
+    assert not failures
+    return out
+
+
+@pytest.fixture(scope="module")
+def delta(labeled) -> Committee:
+    base = Baseline.for_system("xtb", 0, 1)
+    return train_committee(labeled, CommitteeSpec(**SPEC, baseline=base.to_dict()), FIT)
+
+
+def test_delta_committee_learns_the_residual_and_adds_the_baseline_back(labeled, delta):
+    plain = Committee(delta.model, CommitteeSpec(**{**delta.spec.to_dict(), "baseline": None}))
+    e_xtb, f_xtb = Baseline.for_system("xtb", 0, 1).evaluate(labeled)
+    p, q = delta.predict(labeled), plain.predict(labeled)
+    np.testing.assert_allclose(p["energy"], q["energy"] + e_xtb, rtol=0, atol=1e-6)
+    for a, b, f in zip(p["forces"], q["forces"], f_xtb, strict=True):
+        np.testing.assert_allclose(a, b + f, rtol=0, atol=1e-6)
+    # the spread is the learned part's: a deterministic baseline adds nothing to it
+    np.testing.assert_allclose(p["energy_std"], q["energy_std"], rtol=1e-9)
+    # the learned part is the residual QM − xTB (self energies fitted to it), not QM itself
+    qm = np.array([a.get_potential_energy() for a in labeled])
+    assert np.abs(q["energy"] - (qm - e_xtb)).max() < 0.5  # eV, after 40 epochs
+    assert np.abs(q["energy"] - qm).min() > 100.0
+
+
+def test_delta_forces_are_minus_the_gradient_of_the_total_energy(labeled, delta):
+    atoms, h = labeled[0].copy(), 4e-3  # Å
+    forces = delta.predict([atoms])["forces"][0]
+    fd = np.zeros_like(forces)
+    for i in range(len(atoms)):
+        for k in range(3):
+            plus, minus = atoms.copy(), atoms.copy()
+            plus.positions[i, k] += h
+            minus.positions[i, k] -= h
+            e = delta.predict([plus, minus])["energy"]
+            fd[i, k] = -(e[0] - e[1]) / (2 * h)
+    # float32 networks (total energies of ~1e3 eV to ~1e-4 eV) limit the agreement
+    np.testing.assert_allclose(forces, fd, atol=3e-2)
+    assert np.abs(forces).max() > 0.1  # the comparison is not between two zeros
+
+
+def test_checkpoint_round_trip_keeps_the_baseline_and_refuses_without_it(labeled, delta):
+    buf = io.BytesIO()
+    torch.save(delta.to_checkpoint(), buf)
+    buf.seek(0)
+    ckpt = torch.load(buf, weights_only=True)
+    assert ckpt["spec"]["baseline"]["level"] == XTB
+    assert ckpt["spec"]["baseline"]["version"]
+    again = Committee.from_checkpoint(ckpt)
+    np.testing.assert_allclose(again.predict(labeled)["energy"],
+                               delta.predict(labeled)["energy"], rtol=0, atol=1e-6)
+    ckpt["spec"]["baseline"] = {**ckpt["spec"]["baseline"], "version": "0.0.0"}
+    with pytest.raises(ValueError, match="installed is"):
+        Committee.from_checkpoint(ckpt)
+    ckpt["spec"]["baseline"] = {**ckpt["spec"]["baseline"], "level": {"program": "nope"}}
+    with pytest.raises(ValueError, match="not available here"):
+        Committee.from_checkpoint(ckpt)
+
+
+def test_ase_calculator_from_a_delta_checkpoint_drives_md(delta):
+    from ase.md.verlet import VelocityVerlet
+
+    atoms = water()
+    atoms.calc = delta.calculator()
+    e0 = atoms.get_potential_energy()
+    VelocityVerlet(atoms, timestep=0.25 * units.fs).run(5)
+    assert np.isfinite(atoms.get_potential_energy()) and atoms.get_potential_energy() != e0
+    assert delta.baseline.stats()["calls"] > 0
+
+
+def _xtb_rows(cache) -> int:
+    from ase.db import connect
+
+    with connect(str(cache)) as db:
+        return sum(row.data.get("provenance", {}).get("qm_method") == "gfn2-xtb"
+                   for row in db.select(status="ok"))
+
+
+@pytest.mark.slow
+def test_campaign_with_a_baseline_runs_and_resumes_without_new_baseline_calls(tmp_path):
+    params = yaml.safe_load(LOCAL_PARAMS)
+    params["training"]["baseline"] = "xtb"
+    root = copy_project(tmp_path, yaml.safe_dump(params))
+    result = kedro(root)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ckpt = torch.load(root / "data/06_models/committee.pt", weights_only=True)
+    assert ckpt["spec"]["baseline"]["level"] == XTB
+    assert ckpt["history"]["baseline_cost"]["n_structures"] == ckpt["history"]["n_train"] + \
+        ckpt["history"]["n_val"]
+    cache = root / "data/02_intermediate/label_cache.db"
+    n_xtb = _xtb_rows(cache)
+    assert n_xtb >= ckpt["history"]["n_train"]
+    # resume: the last iteration's training runs again, its baseline labels come from the cache
+    (root / "data/06_models/iter_01/committee.pt").unlink()
+    import subprocess
+    import sys
+
+    calls = tmp_path / "calls"
+    run = subprocess.run([sys.executable, "-c", COUNTING_KEDRO, str(calls), "run",
+                          "--only-missing-outputs"], cwd=root, capture_output=True, text=True,
+                         timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "train_committee" in run.stderr + run.stdout
+    assert not calls.exists() or calls.read_text().count("1") == 0
+    assert _xtb_rows(cache) == n_xtb
