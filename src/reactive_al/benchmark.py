@@ -178,7 +178,8 @@ def run_benchmark(
     all_methods: dict[str, Any] = bench.get("methods", {})
     if not all_methods:
         raise ValueError("conf/base/parameters_benchmark.yml: no benchmark.methods defined")
-    chosen = methods or list(all_methods)
+    # methods marked `default: false` (e.g. the multi-fidelity arms) run when named only
+    chosen = methods or [m for m, d in all_methods.items() if (d or {}).get("default", True)]
     unknown = sorted(set(chosen) - set(all_methods))
     if unknown:
         raise ValueError(f"conf/base/parameters_benchmark.yml: unknown methods {unknown} "

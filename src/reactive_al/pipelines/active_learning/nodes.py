@@ -40,7 +40,16 @@ def summarize_iteration(
         "train/epochs": committee.history.get("epochs"),
         "train/wall_time_s": committee.history.get("wall_time_s"),
         "train/val_force_rmse_ev_per_a": committee.history.get("val_force_rmse_ev_per_a"),
+        # cost accounting: the QM labels trained on and what computing them took (s, once
+        # each), apart from the cheap baseline's calls (Δ-learning)
+        "cost/qm_labels": len(labeled_set),
+        "cost/qm_wall_time_s": round(sum(float(a.info.get("qm_wall_time_s", 0.0))
+                                         for a in labeled_set), 2),
     }
+    base_cost = committee.history.get("baseline_cost")
+    if base_cost:
+        summary["cost/baseline_labels"] = base_cost["n_structures"]
+        summary["cost/baseline_label_wall_time_s"] = base_cost["wall_time_s"]
     if selection_stats is not None:
         summary.update({f"selection/{k}": v for k, v in selection_stats.items()})
     if exploration_stats is not None:
@@ -57,7 +66,8 @@ def summarize_iteration(
             label_failures)
     params = {"n_labels": len(labeled_set), "ensemble_size": committee.spec.ensemble_size,
               "hidden": committee.spec.hidden,
-              "train_mode": committee.history.get("mode", "retrain")}
+              "train_mode": committee.history.get("mode", "retrain"),
+              "baseline": committee.baseline.name if committee.baseline is not None else "none"}
     if selection_stats is not None:
         params.update({k: selection_stats.get(k) for k in
                        ("strategy", "uncertainty", "criterion", "calibration")})

@@ -23,8 +23,18 @@ def explore_candidates(
     committee: Committee, md_seeds: list[Atoms], estimator: UncertaintyEstimator,
     selection: dict[str, Any],
 ) -> tuple[list[Atoms], dict[str, Any]]:
-    """Candidates from committee-driven walkers (optionally uncertainty-biased) and samplers."""
-    return exploration.explore_candidates(committee, md_seeds, selection, estimator)
+    """Candidates from committee-driven walkers (optionally uncertainty-biased) and samplers.
+
+    With a Δ-learning baseline the stats count its direct calls and their wall time (s).
+    """
+    before = committee.baseline.stats() if committee.baseline is not None else None
+    candidates, stats = exploration.explore_candidates(committee, md_seeds, selection,
+                                                       estimator)
+    if before is not None:
+        after = committee.baseline.stats()
+        stats["baseline_calls"] = after["calls"] - before["calls"]
+        stats["baseline_wall_time_s"] = round(after["wall_time_s"] - before["wall_time_s"], 3)
+    return candidates, stats
 
 
 def select_batch(
