@@ -227,6 +227,20 @@ def _digest(value: Any) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+#: Options added after campaigns existed, off when null: a null one is left out of the
+#: identity, so the campaigns made before it keep theirs.
+OPTIONS_OFF_WHEN_NULL = ("training.baseline", "training.pretrain")
+
+
+def _result_settings(params: Mapping[str, Any]) -> dict[str, Any]:
+    settings = {k: params.get(k) for k in RESULT_BLOCKS}
+    for key in OPTIONS_OFF_WHEN_NULL:
+        block, name = key.split(".")
+        if isinstance(settings.get(block), Mapping) and settings[block].get(name, 0) is None:
+            settings[block] = {k: v for k, v in settings[block].items() if k != name}
+    return settings
+
+
 def campaign_identity(params: Mapping[str, Any], system: Any) -> dict[str, dict[str, Any]]:
     """What a data root and a campaign root hold: {"data": ..., "campaign": ...}.
 
@@ -240,7 +254,7 @@ def campaign_identity(params: Mapping[str, Any], system: Any) -> dict[str, dict[
     data = {"system": system.name, "charge": system.charge,
             "multiplicity": system.multiplicity, "level_of_theory": system.level.as_dict(),
             "geometry": _digest(geometry)}
-    settings = {k: params.get(k) for k in RESULT_BLOCKS}
+    settings = _result_settings(params)
     return {"data": data, "campaign": {**data, "settings": _digest(settings)}}
 
 
