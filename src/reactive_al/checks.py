@@ -110,6 +110,22 @@ def _baseline(v: Any) -> str | None:
     return None
 
 
+def _pretrain(v: Any) -> str | None:
+    import dataclasses
+
+    from reactive_al.models.pretraining import PretrainConfig
+
+    if v is None:
+        return None
+    if not isinstance(v, Mapping):
+        return "must be a mapping of pre-training settings (or null)"
+    known = {f.name for f in dataclasses.fields(PretrainConfig)}
+    unknown = sorted(set(v) - known)
+    if unknown:
+        return f"unknown settings {unknown} (known: {', '.join(sorted(known))})"
+    return _baseline(v.get("level", "xtb"))
+
+
 #: (dotted key, check, parameters file) — a key absent from the parameters is not checked.
 RULES: tuple[tuple[str, Callable[[Any], str | None], str], ...] = (
     ("active_learning.n_iterations", POSITIVE_INT, "parameters_active_learning.yml"),
@@ -137,6 +153,7 @@ RULES: tuple[tuple[str, Callable[[Any], str | None], str], ...] = (
      "parameters_training.yml"),
     ("training.fit.max_minutes", _number(0.0, optional=True), "parameters_training.yml"),
     ("training.baseline", _baseline, "parameters_training.yml"),
+    ("training.pretrain", _pretrain, "parameters_training.yml"),
     ("selection.walkers.temperatures_K", _temperatures, "parameters_selection.yml"),
     ("selection.walkers.n_steps", POSITIVE_INT, "parameters_selection.yml"),
     ("selection.walkers.timestep_fs", POSITIVE, "parameters_selection.yml"),

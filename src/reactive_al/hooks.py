@@ -286,14 +286,16 @@ def _rebuild_pipelines_if_stale() -> None:
     """Rebuild the pipelines if they were built before this session's parameters were known.
 
     Kedro's parameter validation loads the pipeline registry while the context is created,
-    i.e. before this hook, so ``--params active_learning.n_iterations=N`` would be ignored.
+    i.e. before this hook, so ``--params active_learning.n_iterations=N`` (or
+    ``training.pretrain``) would be ignored.
     """
     from kedro.framework.project import pipelines
 
-    from reactive_al.pipeline_registry import BUILT_WITH
+    from reactive_al.pipeline_registry import BUILT_WITH, _n_iterations, _pretrain
 
-    wanted = int(((SESSION_PARAMETERS or {}).get("active_learning") or {}).get("n_iterations", 5))
-    if BUILT_WITH.get("n_iterations", wanted) != wanted:
+    params = SESSION_PARAMETERS or {}
+    wanted = {"n_iterations": _n_iterations(params), "pretrain": _pretrain(params)}
+    if any(BUILT_WITH.get(k, v) != v for k, v in wanted.items()):
         requested = pipelines._requested_pipelines  # keep the CLI's lazy selection
         pipelines.configure(pipelines._pipelines_module)
         if requested:

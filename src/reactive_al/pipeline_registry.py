@@ -16,12 +16,13 @@ from reactive_al.pipelines import (
     tuning,
 )
 
-#: The ``active_learning.n_iterations`` the registered pipelines were last built with.
-BUILT_WITH: dict[str, int] = {}
+#: What the registered pipelines were last built with: ``active_learning.n_iterations`` and
+#: whether ``training.pretrain`` is set.
+BUILT_WITH: dict[str, int | bool] = {}
 
 
-def _n_iterations(default: int = 5) -> int:
-    """Campaign length: the session's parameters (``--env``, ``--params``), else the files."""
+def _session_parameters() -> dict:
+    """The session's parameters (``--env``, ``--params``), else the files."""
     from reactive_al import hooks
     from reactive_al.settings import load_parameters
 
@@ -31,20 +32,31 @@ def _n_iterations(default: int = 5) -> int:
             params = load_parameters(Path.cwd())
         except Exception:  # no project configuration here (e.g. imported from elsewhere)
             params = {}
-    n = int(params.get("active_learning", {}).get("n_iterations", default))
-    BUILT_WITH["n_iterations"] = n
-    return n
+    return params
+
+
+def _n_iterations(params: dict, default: int = 5) -> int:
+    """Campaign length (``active_learning.n_iterations``)."""
+    return int((params.get("active_learning") or {}).get("n_iterations", default))
+
+
+def _pretrain(params: dict) -> bool:
+    """Whether the campaign pre-trains on a cheap level (``training.pretrain`` set)."""
+    training = params.get("training", {})
+    return bool(training.get("pretrain")) if isinstance(training, dict) else False
 
 
 def register_pipelines() -> dict[str, Pipeline]:
     """Register the project's pipelines; ``__default__`` runs a whole campaign."""
+    params = _session_parameters()
+    BUILT_WITH.update(n_iterations=_n_iterations(params), pretrain=_pretrain(params))
     pipes = {
         "data_engineering": data_engineering.create_pipeline(),
         "labeling": labeling.create_pipeline(),
         "training": training.create_pipeline(),
         "selection": selection.create_pipeline(),
         "evaluation": evaluation.create_pipeline(),
-        "active_learning": active_learning.create_pipeline(n_iterations=_n_iterations()),
+        "active_learning": active_learning.create_pipeline(**BUILT_WITH),
         "tuning": tuning.create_pipeline(),
     }
     pipes["__default__"] = (

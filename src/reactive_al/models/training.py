@@ -127,20 +127,28 @@ def frame_key(atoms: Atoms) -> str:
     return str(key)[:KEY_LENGTH]
 
 
-def check_same_architecture(spec: CommitteeSpec, previous: CommitteeSpec) -> None:
-    """Raise ``ValueError`` listing the fields where two specs differ (self energies aside).
+def check_same_architecture(spec: CommitteeSpec, previous: CommitteeSpec,
+                            ignore: tuple[str, ...] = ("self_energies",),
+                            how: str = "warm start") -> None:
+    """Raise ``ValueError`` listing the fields where two specs differ (``ignore`` aside).
 
     A warm start loads the previous committee's weights, so every architectural setting must
     match; the self energies are taken from the previous committee anyway.
     """
     a, b = spec.to_dict(), previous.to_dict()
-    diff = {k: (b[k], a[k]) for k in a if k != "self_energies" and a[k] != b[k]}
+    diff = {k: (b.get(k), a.get(k)) for k in {*a, *b}
+            if k not in ignore and a.get(k) != b.get(k)}
     if diff:
         detail = ", ".join(f"{k}: previous {old!r} vs now {new!r}"
                            for k, (old, new) in diff.items())
-        raise ValueError("warm start needs the previous committee's architecture "
+        raise ValueError(f"{how} needs the previous committee's architecture "
                          f"(parameters_training.yml: training.model); differs in {detail}. "
                          "Set training.fit.mode: retrain to train from scratch instead.")
+
+
+def _networks(model) -> torch.nn.Module:  # noqa: ANN001
+    """The member networks of a committee model (all its trainable parameters)."""
+    return model.potentials["nnp"].neural_networks
 
 
 def _previous_split(
@@ -191,12 +199,17 @@ def train_committee(
     cfg: TrainingConfig,
     previous: Committee | None = None,
     baseline_labels: tuple[np.ndarray, list[np.ndarray]] | None = None,
+    init: Committee | None = None,
 ) -> Committee:
     """Train a committee on labeled frames (energies and forces) with early stopping.
 
     With ``spec.baseline`` (Δ-learning) the members learn the labels minus the baseline's:
     ``baseline_labels`` (energies eV, forces eV/Å per frame, e.g. from the label cache) or,
     if None, direct baseline calls. Self energies are then fitted to the residual.
+
+    ``init`` (a committee pre-trained on a cheap level, same architecture): training from
+    scratch starts from its member networks instead of random weights (fine-tuning); the
+    self energies are fitted to these labels as always.
 
     ``cfg.mode == "retrain"`` (or no ``previous`` committee): self energies are fitted to the
     data first; all members share one split and see the same mini-batches but start from
@@ -242,6 +255,10 @@ def train_committee(
         spec = copy.deepcopy(spec)
         spec.self_energies = fit_self_energies(frames, spec.symbols)
         model = build_model(spec)
+        if init is not None:
+            check_same_architecture(spec, init.spec, ("self_energies", "lot", "baseline"),
+                                    how="fine-tuning a pre-trained committee")
+            _networks(model).load_state_dict(_networks(init.model).state_dict())
         train_idx, val_idx = _split(len(frames), cfg.validation_fraction, rng)
         old_idx, n_replay = np.array([], dtype=int), 0
         max_epochs, min_epochs, patience = cfg.max_epochs, cfg.min_epochs, cfg.patience
@@ -318,6 +335,7 @@ def train_committee(
     _, val_stats = loss_on(monitor_idx, create_graph=False)
     history = {
         "mode": "warm_start" if warm else "retrain",
+        "init": "previous" if warm else ("pretrained" if init is not None else "random"),
         "n_train": int(len(fit_idx)),
         "n_val": int(len(val_idx)),
         # which frames of the training set were held out: calibration uses them later

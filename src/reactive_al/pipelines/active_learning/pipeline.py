@@ -22,6 +22,7 @@ from reactive_al.pipelines.labeling.nodes import label_frames, merge_labeled
 from reactive_al.pipelines.labeling.pipeline import QM_PARAMS
 from reactive_al.pipelines.selection import create_pipeline as selection_pipeline
 from reactive_al.pipelines.training import create_pipeline as training_pipeline
+from reactive_al.pipelines.training.pipeline import pretraining as training_pretraining
 
 
 def _at(iteration: int):
@@ -29,12 +30,14 @@ def _at(iteration: int):
     return update_wrapper(summarize, summarize_iteration)
 
 
-def iteration_template(iteration: int, acquire: bool) -> Pipeline:
+def iteration_template(iteration: int, acquire: bool, pretrained: bool = False) -> Pipeline:
     """One AL iteration, un-namespaced: inputs ``labeled_set``, ``test_set``, ``md_seeds``.
 
-    From the second iteration on, training also reads ``previous_committee`` (for warm starts).
+    From the second iteration on, training also reads ``previous_committee`` (for warm starts);
+    with ``pretrained``, every iteration reads ``pretrained_committee``.
     """
-    pipe = training_pipeline(previous_committee=iteration > 0) + evaluation_pipeline()
+    pipe = (training_pipeline(previous_committee=iteration > 0, pretrained=pretrained)
+            + evaluation_pipeline())
     if not acquire:
         return pipe + Pipeline([
             node(_at(iteration), {"metrics": "metrics",
@@ -54,14 +57,18 @@ def iteration_template(iteration: int, acquire: bool) -> Pipeline:
     ])
 
 
-def create_pipeline(n_iterations: int = 5, **kwargs) -> Pipeline:
-    """``n_iterations`` namespaced iterations chained through ``labeled_set_{k}``."""
+def create_pipeline(n_iterations: int = 5, pretrain: bool = False, **kwargs) -> Pipeline:
+    """``n_iterations`` namespaced iterations chained through ``labeled_set_{k}``.
+
+    With ``pretrain`` (``training.pretrain`` set) the committee pre-trained on the cheap level
+    before iteration 0 is where every iteration's training starts.
+    """
     if n_iterations < 1:
         raise ValueError("parameters_active_learning.yml: n_iterations must be >= 1")
     iterations = []
     for k in range(n_iterations):
         last = k == n_iterations - 1
-        template = iteration_template(k, acquire=not last)
+        template = iteration_template(k, acquire=not last, pretrained=pretrain)
         params = {p.split(":", 1)[1] for p in template.inputs() if p.startswith("params:")}
         outputs = {} if last else {"next_labeled_set": f"labeled_set_{k + 1}"}
         iterations.append(Pipeline(
@@ -70,7 +77,8 @@ def create_pipeline(n_iterations: int = 5, **kwargs) -> Pipeline:
             inputs={"labeled_set": f"labeled_set_{k}", "test_set": "test_set",
                     "reference_path": "reference_path",
                     **({} if last else {"md_seeds": "md_seeds"}),
-                    **({"previous_committee": f"iter_{k - 1:02d}.committee"} if k else {})},
+                    **({"previous_committee": f"iter_{k - 1:02d}.committee"} if k else {}),
+                    **({"pretrained_committee": "pretrained_committee"} if pretrain else {})},
             outputs=outputs,
             parameters=params,
         ))
@@ -83,4 +91,5 @@ def create_pipeline(n_iterations: int = 5, **kwargs) -> Pipeline:
         node(partial(campaign_report, n_iterations=n_iterations),
              ["learning_curve", "params:system"], "campaign_report", name="campaign_report"),
     ])
-    return sum(iterations, Pipeline([])) + wrap_up
+    pre = training_pretraining() if pretrain else Pipeline([])
+    return pre + sum(iterations, Pipeline([])) + wrap_up

@@ -9,11 +9,29 @@ import numpy as np
 from ase import Atoms
 
 from reactive_al.models import Committee, CommitteeSpec, TrainingConfig, train_committee
-from reactive_al.models.baseline import Baseline
+from reactive_al.models.baseline import Baseline, baseline_level
+from reactive_al.models.pretraining import PretrainConfig, pretrain_pool
+from reactive_al.oracles import parse_level
 from reactive_al.oracles.labeling import LabelingConfig, label_structures
 from reactive_al.systems import load_system
 
 log = logging.getLogger(__name__)
+
+#: Where pre-training is configured (named in its one-line errors).
+PRETRAIN_WHERE = "parameters_training.yml: training.pretrain.level"
+
+
+def label_at_level(
+    frames: list[Atoms], level: dict[str, Any], charge: int, multiplicity: int,
+    labeling: dict[str, Any],
+) -> tuple[list[Atoms], list[dict[str, Any]]]:
+    """Label ``frames`` at a cheap ``level`` through the label cache, in process.
+
+    xTB calls take milliseconds: a Dask cluster would cost more than they do.
+    """
+    cfg = LabelingConfig(charge=charge, multiplicity=multiplicity, level=level,
+                         **{**labeling, "scheduler": "synchronous"})
+    return label_structures(frames, cfg)
 
 
 def baseline_labels(
@@ -26,9 +44,8 @@ def baseline_labels(
     structures, failures and the wall time (s) their baseline calculations took (once each,
     in this run or an earlier one). Baseline calls take milliseconds: they run in process.
     """
-    cfg = LabelingConfig(charge=baseline.charge, multiplicity=baseline.multiplicity,
-                         level=baseline.level, **{**labeling, "scheduler": "synchronous"})
-    labeled, failures = label_structures(frames, cfg)
+    labeled, failures = label_at_level(frames, baseline.level, baseline.charge,
+                                       baseline.multiplicity, labeling)
     walls = [float(a.info.get("qm_wall_time_s", 0.0)) for a in labeled]
     keep = [frames[i] for i in sorted(set(range(len(frames))) - {f["index"] for f in failures})]
     for f in failures:
@@ -47,11 +64,13 @@ def train(
     training: dict[str, Any],
     labeling: dict[str, Any] | None = None,
     previous_committee: Committee | None = None,
+    pretrained_committee: Committee | None = None,
 ) -> Committee:
     """Train a committee for the system's elements and level of theory on ``labeled_set``.
 
     With ``training.fit.mode: warm_start`` and a ``previous_committee`` (the AL iteration
-    before), the members continue from its weights; otherwise they train from scratch. With
+    before), the members continue from its weights; otherwise they train from scratch, or
+    from the ``pretrained_committee``'s networks (``training.pretrain``). With
     ``training.baseline`` (e.g. ``xtb``) the committee learns the QM labels minus the
     baseline's, whose labels come through the label cache (``labeling`` settings).
     """
@@ -59,11 +78,59 @@ def train(
     spec = CommitteeSpec(symbols=rs.symbols, lot=rs.level.name, **training["model"])
     fit = TrainingConfig(**training["fit"])
     if not training.get("baseline"):
-        return train_committee(labeled_set, spec, fit, previous=previous_committee)
+        return train_committee(labeled_set, spec, fit, previous=previous_committee,
+                               init=pretrained_committee)
     base = Baseline.for_system(training["baseline"], rs.charge, rs.multiplicity)
     spec.baseline = base.to_dict()
     frames, labels, cost = baseline_labels(labeled_set, base, labeling or {})
     committee = train_committee(frames, spec, fit, previous=previous_committee,
-                                baseline_labels=labels)
+                                baseline_labels=labels, init=pretrained_committee)
     committee.history["baseline_cost"] = cost
+    if len(frames) < len(labeled_set):  # indices into labeled_set, as calibration reads them
+        kept = [i for i, a in enumerate(labeled_set) if any(a is f for f in frames)]
+        committee.history["val_indices"] = [kept[i] for i in committee.history["val_indices"]]
     return committee
+
+
+def _pretrain_config(training: dict[str, Any]) -> PretrainConfig:
+    return PretrainConfig(**(training.get("pretrain") or {}))
+
+
+def build_pretrain_pool(system: str, systems: dict[str, Any],
+                        training: dict[str, Any]) -> list[Atoms]:
+    """The unlabeled pre-training pool (``training.pretrain``; MD on the pre-training level)."""
+    rs = load_system(system, systems)
+    cfg = _pretrain_config(training)
+    level = parse_level(baseline_level(cfg.level, PRETRAIN_WHERE), PRETRAIN_WHERE)
+    pool = pretrain_pool(rs, cfg, level)
+    log.info("pre-training pool: %d structures", len(pool))
+    return pool
+
+
+def label_pretrain_pool(
+    pool: list[Atoms], system: str, systems: dict[str, Any], training: dict[str, Any],
+    labeling: dict[str, Any],
+) -> tuple[list[Atoms], dict[str, Any]]:
+    """The pool labeled at the pre-training level (label cache) and its cost record."""
+    rs = load_system(system, systems)
+    level = baseline_level(_pretrain_config(training).level, PRETRAIN_WHERE)
+    labeled, failures = label_at_level(pool, level, rs.charge, rs.multiplicity, labeling)
+    return labeled, {"level": level, "n_structures": len(pool), "n_labeled": len(labeled),
+                     "n_failed": len(failures), "failures": failures,
+                     "wall_time_s": round(sum(float(a.info.get("qm_wall_time_s", 0.0))
+                                              for a in labeled), 3)}
+
+
+def pretrain(pretrain_labels: list[Atoms], system: str, systems: dict[str, Any],
+             training: dict[str, Any]) -> Committee:
+    """A committee trained from scratch on the cheap labels; iterations fine-tune its networks.
+
+    ``training.pretrain.fit`` overrides ``training.fit`` for this run.
+    """
+    rs = load_system(system, systems)
+    cfg = _pretrain_config(training)
+    level = baseline_level(cfg.level, PRETRAIN_WHERE)
+    spec = CommitteeSpec(symbols=rs.symbols, lot=str(level.get("method", level["program"])),
+                         **training["model"])
+    fit = TrainingConfig(**{**training["fit"], **cfg.fit, "mode": "retrain"})
+    return train_committee(pretrain_labels, spec, fit)

@@ -1,8 +1,10 @@
-"""Δ-learning on a GFN2-xTB baseline: the committee learns QM − xTB, predictions add xTB back."""
+"""Multi-fidelity: Δ-learning on a GFN2-xTB baseline (the committee learns QM − xTB and every
+prediction adds xTB back) and pre-training on GFN2-xTB labels (fine-tuned on QM)."""
 
 from __future__ import annotations
 
 import io
+import json
 
 import numpy as np
 import pytest
@@ -112,14 +114,51 @@ def _xtb_rows(cache) -> int:
                    for row in db.select(status="ok"))
 
 
+def test_fine_tuning_starts_from_the_pretrained_networks(labeled, delta):
+    from reactive_al.models.training import _networks
+
+    spec = CommitteeSpec(**SPEC)
+    still = TrainingConfig(max_epochs=1, batch_size=8, learning_rate=1e-12, progress=False)
+    tuned = train_committee(labeled, spec, still, init=delta)
+    assert tuned.history["init"] == "pretrained"
+    for a, b in zip(_networks(tuned.model).parameters(), _networks(delta.model).parameters(),
+                    strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-9)
+    fresh = train_committee(labeled, spec, still)
+    assert fresh.history["init"] == "random"
+    assert not all(torch.equal(a, b) for a, b in zip(
+        _networks(fresh.model).parameters(), _networks(delta.model).parameters(), strict=True))
+    with pytest.raises(ValueError, match="fine-tuning a pre-trained committee needs"):
+        train_committee(labeled, CommitteeSpec(**{**SPEC, "hidden": [8]}), still, init=delta)
+
+
+#: a small pre-training pool for the tiny campaign (25 structures)
+PRETRAIN = {"level": "xtb", "n_displaced": 3, "n_normal_mode": 3, "n_path_images": 3,
+            "n_path_perturbed": 2, "md_temperatures_K": [300], "md_frames_per_well": 2,
+            "md_steps": 40, "fit": {"max_epochs": 20}}
+
+
 @pytest.mark.slow
-def test_campaign_with_a_baseline_runs_and_resumes_without_new_baseline_calls(tmp_path):
+def test_campaign_with_baseline_and_pretraining_runs_and_resumes_without_new_xtb_calls(
+        tmp_path):
     params = yaml.safe_load(LOCAL_PARAMS)
-    params["training"]["baseline"] = "xtb"
+    params["training"].update(baseline="xtb", pretrain=PRETRAIN)
     root = copy_project(tmp_path, yaml.safe_dump(params))
     result = kedro(root)
     assert result.returncode == 0, result.stderr[-3000:]
-    ckpt = torch.load(root / "data/06_models/committee.pt", weights_only=True)
+    data = root / "data"
+    stats = json.loads((data / "08_reporting/pretrain_stats.json").read_text())
+    assert stats["n_structures"] == 2 * (3 + 3 + 2) + 3 * 3 and stats["n_labeled"] >= 20
+    pre = torch.load(data / "06_models/pretrained/committee.pt", weights_only=True)
+    assert pre["history"]["n_train"] + pre["history"]["n_val"] == stats["n_labeled"]
+    for it in ("iter_00", "iter_01"):
+        c = torch.load(data / f"06_models/{it}/committee.pt", weights_only=True)
+        assert c["history"]["init"] == "pretrained"
+        assert c["spec"]["baseline"]["level"] == XTB
+    summary = json.loads((data / "08_reporting/iter_01/summary.json").read_text())
+    assert summary["cost/baseline_labels"] == summary["n_labels"]
+    assert summary["cost/qm_wall_time_s"] > 0
+    ckpt = torch.load(data / "06_models/committee.pt", weights_only=True)
     assert ckpt["spec"]["baseline"]["level"] == XTB
     assert ckpt["history"]["baseline_cost"]["n_structures"] == ckpt["history"]["n_train"] + \
         ckpt["history"]["n_val"]
