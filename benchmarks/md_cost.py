@@ -1,5 +1,8 @@
 """Cost of one MD step: plain committee, committee + gradient-feature uncertainty, biased.
 
+And the same committee on a GFN2-xTB baseline (Δ-learning, ``training.baseline: xtb``):
+plain and biased, each step one tblite single point more.
+
 For the SN2 complex (6 atoms) and alanine dipeptide (22 atoms), with the default committee
 (4 members, [64, 48]) and p = 512 gradient features. Langevin steps at 300 K; the walkers'
 physics checks are off so every run has the same number of steps. Target: biased ≤ 2.5× plain.
@@ -25,11 +28,13 @@ from ase.io import read
 from reactive_al.exploration.bias import UncertaintyBiasedCalculator
 from reactive_al.exploration.md import start_langevin
 from reactive_al.models import Committee, CommitteeSpec, build_model
+from reactive_al.models.baseline import Baseline
 from reactive_al.uncertainty.gradient_features import GradientFeatureUncertainty
 
 ROOT = Path(__file__).resolve().parents[1]
-SYSTEMS = {"sn2_cl_ch3cl": "data/01_raw/sn2_cl_ch3cl/reactant.xyz",
-           "alanine_dipeptide": "data/01_raw/alanine_dipeptide/reactant.xyz"}
+#: name: (geometry, charge, multiplicity)
+SYSTEMS = {"sn2_cl_ch3cl": ("data/01_raw/sn2_cl_ch3cl/reactant.xyz", -1, 1),
+           "alanine_dipeptide": ("data/01_raw/alanine_dipeptide/reactant.xyz", 0, 1)}
 
 
 class WithUncertainty(Calculator):
@@ -64,7 +69,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(0)
     rows = []
-    for name, path in SYSTEMS.items():
+    for name, (path, charge, multiplicity) in SYSTEMS.items():
         atoms = read(ROOT / path)
         symbols = sorted(set(atoms.get_chemical_symbols()), key=atomic_numbers.get)
         spec = CommitteeSpec(symbols=symbols)
@@ -81,12 +86,21 @@ def main() -> None:
         with_u = ms_per_step(atoms, WithUncertainty(committee, gf), args.steps)
         biased = ms_per_step(atoms, UncertaintyBiasedCalculator(committee, gf, tau=0.1),
                              args.steps)
+        dspec = CommitteeSpec(symbols=symbols, baseline=Baseline.for_system(
+            "xtb", charge, multiplicity).to_dict())
+        delta = Committee(committee.model, dspec)
+        delta_plain = ms_per_step(atoms, delta.calculator(), args.steps)
+        delta_biased = ms_per_step(atoms, UncertaintyBiasedCalculator(delta, gf, tau=0.1),
+                                   args.steps)
         row = {"system": name, "n_atoms": len(atoms), "plain_ms": round(plain, 2),
                "with_uncertainty_ms": round(with_u, 2), "biased_ms": round(biased, 2),
-               "biased_over_plain": round(biased / plain, 2)}
+               "biased_over_plain": round(biased / plain, 2),
+               "delta_plain_ms": round(delta_plain, 2), "delta_biased_ms": round(delta_biased, 2),
+               "delta_plain_over_plain": round(delta_plain / plain, 2)}
         rows.append(row)
         print(f"{name:18s} N={len(atoms):2d}  plain {plain:6.1f} ms  +uncertainty "
-              f"{with_u:6.1f} ms  biased {biased:6.1f} ms  ({biased / plain:.2f}x)")
+              f"{with_u:6.1f} ms  biased {biased:6.1f} ms  ({biased / plain:.2f}x)  "
+              f"Δ plain {delta_plain:6.1f} ms  Δ biased {delta_biased:6.1f} ms")
     write_result("md_cost", {"steps": args.steps, "committee": "4 x [64, 48]",
                                "num_features": 512, "rows": rows})
 

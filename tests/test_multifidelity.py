@@ -84,6 +84,7 @@ def test_checkpoint_round_trip_keeps_the_baseline_and_refuses_without_it(labeled
     ckpt = torch.load(buf, weights_only=True)
     assert ckpt["spec"]["baseline"]["level"] == XTB
     assert ckpt["spec"]["baseline"]["version"]
+    assert ckpt["spec"]["repulsion"] is False  # xTB has its own: not counted twice
     again = Committee.from_checkpoint(ckpt)
     np.testing.assert_allclose(again.predict(labeled)["energy"],
                                delta.predict(labeled)["energy"], rtol=0, atol=1e-6)

@@ -112,7 +112,8 @@ def campaign_params(params: dict[str, Any], system: str, root: Path, seed: int =
     """The dotted ``kedro run --params`` of one campaign (``method=None``: the seed's stage).
 
     The roots (``data_root``: reference path and test set of every seed; :func:`seed_root`;
-    ``<seed_root>/<method>``), the system's benchmark overrides, the ``budget``, the method's
+    ``<seed_root>/<method>``, also ``model_root`` for a method with ``training`` parameters:
+    its iteration 0 is its own), the system's benchmark overrides, the ``budget``, the method's
     parameters, the ``level`` (a key of ``benchmark.levels``) and the seed's values of
     ``benchmark.seed_parameters`` (:func:`~reactive_al.evaluation.comparison.seed_overrides`).
     """
