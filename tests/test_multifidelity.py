@@ -179,3 +179,16 @@ def test_campaign_with_baseline_and_pretraining_runs_and_resumes_without_new_xtb
     assert "train_committee" in run.stderr + run.stdout
     assert not calls.exists() or calls.read_text().count("1") == 0
     assert _xtb_rows(cache) == n_xtb
+
+
+def test_a_baseline_at_the_systems_own_level_stops_with_one_line():
+    from reactive_al.checks import ParameterError, check_parameters
+
+    systems = {"s": {"level_of_theory": XTB}}
+    with pytest.raises(ParameterError, match=r"training.baseline: 'xtb' is the level of theory "
+                                             r"of system 's' itself"):
+        check_parameters({"system": "s", "systems": systems, "training": {"baseline": "xtb"}})
+    check_parameters({"system": "s", "systems": {"s": {"level_of_theory": HF_STO3G}},
+                      "training": {"baseline": "xtb", "pretrain": {"level": "xtb"}}})
+    with pytest.raises(ParameterError, match=r"training.pretrain: unknown settings \['pool'\]"):
+        check_parameters({"training": {"pretrain": {"pool": 3}}})

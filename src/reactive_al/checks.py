@@ -220,6 +220,7 @@ def check_parameters(params: Mapping[str, Any]) -> None:
             check_selection(params.get("selection") or {})
         except ValueError as exc:
             raise ParameterError(str(exc)) from None
+    _check_baseline_is_cheaper(params)
     space = get_path(params, "tuning.search_space", None)
     if space:
         from reactive_al.tuning.space import validate_search_space
@@ -228,6 +229,26 @@ def check_parameters(params: Mapping[str, Any]) -> None:
             validate_search_space(space)
         except ValueError as exc:
             raise ParameterError(f"conf/base/parameters_tuning.yml: {exc}") from None
+
+
+def _check_baseline_is_cheaper(params: Mapping[str, Any]) -> None:
+    """A Δ-learning baseline at the system's own level of theory leaves nothing to learn."""
+    from reactive_al.models.baseline import baseline_level
+    from reactive_al.oracles import parse_level
+
+    base = get_path(params, "training.baseline", None)
+    system = (params.get("systems") or {}).get(params.get("system"))
+    if not base or not isinstance(system, Mapping) or "level_of_theory" not in system:
+        return
+    try:
+        level = parse_level(system["level_of_theory"], "level_of_theory").as_dict()
+    except ValueError:
+        return  # the system check names it
+    if baseline_level(base, "training.baseline") == level:
+        raise ParameterError(
+            f"conf/base/parameters_training.yml: training.baseline: {base!r} is the level of "
+            f"theory of system '{params.get('system')}' itself, so the committee would learn "
+            "zero; use a cheaper baseline or none (null)")
 
 
 #: Parameter blocks whose values change a campaign's results (its identity, with the system).
