@@ -174,7 +174,12 @@ def test_active_learning_wires_the_previous_committee_into_training():
     assert "iter_01.labeled_set" not in pipe.inputs()  # namespacing of the template intact
     assert not any("previous_committee" in i for i in pipe.all_inputs())
     assert training_pipeline().inputs() == {"labeled_set", "params:system", "params:systems",
-                                            "params:training"}
+                                            "params:training", "params:labeling"}
+    # with pre-training, every iteration starts from the pre-trained committee
+    pre = {n.name: n for n in create_pipeline(n_iterations=2, pretrain=True).nodes}
+    assert {"pretrain_committee", "label_pretrain_pool", "build_pretrain_pool"} <= set(pre)
+    for it in ("iter_00", "iter_01"):
+        assert "pretrained_committee" in pre[f"{it}.train_committee"].inputs
 
 
 def test_warm_start_has_its_own_early_stopping(frames, previous):

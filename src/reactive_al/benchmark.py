@@ -16,8 +16,7 @@ Ramachandran coverage for systems with ``reporting: {ramachandran: true}``, wall
 seeds: mean, std, min, max) plus the markdown table and learning-curve and coverage plots.
 
 This driver uses Kedro (outside ``pipelines/``): it launches the runs and reads each campaign's
-results through the project's catalog with the campaign's ``data_root`` / ``seed_root`` /
-``campaign_root``; the comparison itself is :mod:`reactive_al.evaluation.comparison`.
+results through the project's catalog; the comparison itself is in ``evaluation.comparison``.
 """
 
 from __future__ import annotations
@@ -112,8 +111,8 @@ def campaign_params(params: dict[str, Any], system: str, root: Path, seed: int =
     """The dotted ``kedro run --params`` of one campaign (``method=None``: the seed's stage).
 
     The roots (``data_root``: reference path and test set of every seed; :func:`seed_root`;
-    ``<seed_root>/<method>``, also ``model_root`` for a method with ``training`` parameters:
-    its iteration 0 is its own), the system's benchmark overrides, the ``budget``, the method's
+    ``<seed_root>/<method>``, and ``model_root``, iteration 0's, for a method that sets
+    ``training``), the system's benchmark overrides, the ``budget``, the method's
     parameters, the ``level`` (a key of ``benchmark.levels``) and the seed's values of
     ``benchmark.seed_parameters`` (:func:`~reactive_al.evaluation.comparison.seed_overrides`).
     """
@@ -127,7 +126,7 @@ def campaign_params(params: dict[str, Any], system: str, root: Path, seed: int =
     if method is not None:
         method_params = bench["methods"][method].get("params", {}) or {}
         out.update(_flatten(method_params))
-        if "training" in method_params:  # iteration 0 trains differently: its own committee
+        if "training" in method_params:
             out["model_root"] = out["campaign_root"]
     if level is not None:
         levels = bench.get("levels", {}) or {}
@@ -179,7 +178,6 @@ def run_benchmark(
     all_methods: dict[str, Any] = bench.get("methods", {})
     if not all_methods:
         raise ValueError("conf/base/parameters_benchmark.yml: no benchmark.methods defined")
-    # methods marked `default: false` (e.g. the multi-fidelity arms) run when named only
     chosen = methods or [m for m, d in all_methods.items() if (d or {}).get("default", True)]
     unknown = sorted(set(chosen) - set(all_methods))
     if unknown:
@@ -409,18 +407,15 @@ def _plots(name: str, out: dict[str, Any], explored: dict[str, list],
 def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     """Command line: ``reactive-al benchmark --system <name> [--seeds N] [--level xtb] ...``.
 
-    ``prog`` names the command in ``--help`` (``reactive-al benchmark`` from the console
-    script, else ``python -m reactive_al.benchmark``).
+    ``prog`` names the command in ``--help`` (default ``python -m reactive_al.benchmark``).
     """
     parser = argparse.ArgumentParser(prog=prog or "python -m reactive_al.benchmark",
                                      description=__doc__.splitlines()[0])
     add = parser.add_argument
     add("--system", required=True, help="a system of parameters_systems.yml")
     add("--methods", default=None, help="comma-separated subset of benchmark.methods")
-    add("--seeds", type=int, default=None,
-        help="replicate seeds 0 … N-1 (default 1; --report-only: every seed found)")
-    add("--level", default=None, help="a level of benchmark.levels (e.g. xtb) replacing the "
-                                      "system's level of theory")
+    add("--seeds", type=int, default=None, help="seeds 0 … N-1 (default 1; report: all found)")
+    add("--level", default=None, help="a level of benchmark.levels (e.g. xtb) for every label")
     add("--iterations", type=int, default=None, help="AL iterations per campaign")
     add("--batch-size", type=int, default=None, help="labels acquired per iteration")
     add("--env", default=None, help="Kedro configuration environment")
