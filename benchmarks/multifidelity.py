@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from _results import write_result
 
 from reactive_al.benchmark import comparison_name, report_only, run_benchmark, seed_root
@@ -48,6 +49,9 @@ def campaign_cost(campaign: Path) -> dict[str, Any]:
         return {}
     last = rows[-1]
     pre = _json(campaign / "08_reporting/pretrain_stats.json") or {}
+    ckpt = campaign / "06_models/pretrained/committee.pt"
+    pre_fit = (torch.load(ckpt, weights_only=True)["history"].get("wall_time_s", 0.0)
+               if ckpt.is_file() else 0.0)
     return {
         "qm_labels": last.get("cost/qm_labels", last.get("n_labels")),
         "qm_wall_time_s": last.get("cost/qm_wall_time_s"),
@@ -59,6 +63,7 @@ def campaign_cost(campaign: Path) -> dict[str, Any]:
             r.get("exploration/baseline_wall_time_s", 0.0) for r in rows), 2),
         "pretrain_labels": pre.get("n_labeled", 0),
         "pretrain_label_wall_time_s": pre.get("wall_time_s", 0.0),
+        "pretrain_train_wall_time_s": pre_fit,
         "train_wall_time_s": round(sum(r.get("train/wall_time_s") or 0.0 for r in rows), 1),
     }
 
