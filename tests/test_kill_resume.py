@@ -56,6 +56,9 @@ TARGETS = {
 #: full name when it completes; a wide console keeps each record on one line
 RUNNING = re.compile(r"Running node: (\w+): .*?-> \[(?:(iter_\d\d)\.)?")
 COMPLETED = re.compile(r"Completed node: ([\w.]+)")
+#: a resumed run names the nodes it skips (outputs all saved): one killed after saving its
+#: outputs and before Kedro logged it completed is among them and never starts again
+SKIPPED = re.compile(r"Skipping \d+ nodes with existing outputs: ([\w., ]+)")
 WIDE = {"COLUMNS": "2000"}
 
 
@@ -75,12 +78,19 @@ def _running_node(log: str) -> str | None:
     return None if ended else name
 
 
+def _skipped(log: str) -> set[str]:
+    """The nodes a run's log says it skipped because their outputs exist."""
+    return {n.strip() for m in SKIPPED.finditer(log) for n in m.group(1).split(",")}
+
+
 def _segment(project: Path, log_path: Path, calls: Path, targets: set[str],
-             rng: np.random.Generator) -> tuple[str | None, str | None]:
+             fallback: set[str], rng: np.random.Generator) -> tuple[str | None, str | None]:
     """One ``kedro run --only-missing-outputs``, killed a while after one of ``targets`` starts.
 
-    Returns (the target that started, the node running at the kill), or (None, None) if the
-    run ended first. Without targets the run goes to its end.
+    Targets the run skips (killed after saving their outputs, before Kedro logged them
+    completed) are replaced by the ``fallback`` nodes it does not skip. Returns (the target
+    that started, the node running at the kill), or (None, None) if the run ended first.
+    Without targets the run goes to its end.
     """
     offset = log_path.stat().st_size if log_path.exists() else 0
     with open(log_path, "a") as log:
@@ -93,7 +103,9 @@ def _segment(project: Path, log_path: Path, calls: Path, targets: set[str],
         t0 = time.monotonic()
         while proc.poll() is None:
             text = log_path.read_text()[offset:]
-            started = [name for name, _ in _started(text) if name in targets]
+            skipped = _skipped(text)
+            aim = (targets - skipped) or (fallback - skipped)
+            started = [name for name, _ in _started(text) if name in aim]
             if started:
                 time.sleep(rng.uniform(0, TARGETS[started[0]][2]))
                 if proc.poll() is not None:
@@ -135,14 +147,15 @@ def test_campaign_killed_ten_times_at_random_and_resumed_loses_nothing(finished_
     budget: list[tuple[int, int]] = []  # per run: (QM calculations started, labels added)
     aimed: dict[str, int] = {}
     while len(kills) < N_KILLS:
-        done = set(COMPLETED.findall(log.read_text() if log.exists() else ""))
+        text = log.read_text() if log.exists() else ""
+        done = set(COMPLETED.findall(text)) | _skipped(text)
         to_run = {n for n in TARGETS if n not in done}
         # the nodes still to run that have kills left, else (kills came late) any still to run
         targets = {n for n in to_run if aimed.get(n, 0) < TARGETS[n][1]} or to_run
         assert targets, f"the campaign ran all its nodes before kill {len(kills) + 1}"
         calls_before = _count(calls)
         rows_before = len(cache_labels(project / CACHE)) if (project / CACHE).exists() else 0
-        target, at = _segment(project, log, calls, targets, rng)
+        target, at = _segment(project, log, calls, targets, to_run, rng)
         assert target, f"the campaign ended before kill {len(kills) + 1}"
         aimed[target] = aimed.get(target, 0) + 1
         kills.append((target, at))
@@ -151,7 +164,7 @@ def test_campaign_killed_ten_times_at_random_and_resumed_loses_nothing(finished_
         keys |= now.keys()
         budget.append((_count(calls) - calls_before, len(now) - rows_before))
     calls_before, rows_before = _count(calls), len(cache_labels(project / CACHE))
-    _segment(project, log, calls, set(), rng)
+    _segment(project, log, calls, set(), set(), rng)
     final = cache_labels(project / CACHE)
     budget.append((_count(calls) - calls_before, len(final) - rows_before))
     print(f"kills (aimed at, running): {kills}\nper run (QM calculations started, labels "
