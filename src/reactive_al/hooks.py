@@ -31,7 +31,7 @@ from reactive_al.checks import (
     yaml_message,
 )
 from reactive_al.nested import flatten
-from reactive_al.systems import SystemDefinitionError, load_system
+from reactive_al.systems import SystemDefinitionError, check_cell, is_crystal, load_system
 
 log = logging.getLogger(__name__)
 
@@ -235,6 +235,12 @@ class ReactiveALHooks:
         try:
             rs = load_system(name, systems)
             _check_roots(rs)
+            if is_crystal(rs.reactant) and "params:training" in inputs:
+                from reactive_al.models import CommitteeSpec
+
+                model = (catalog.load("params:training") or {}).get("model") or {}
+                check_cell(rs.reactant, rs.reactant_file, cutoff=float(
+                    model.get("radial_cutoff", CommitteeSpec.radial_cutoff)))
             if "params:data_engineering" in pipeline.inputs():
                 from reactive_al.oracles.reference import thermal_driver
 

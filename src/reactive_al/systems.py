@@ -82,8 +82,48 @@ def _read_geometry(path: Path) -> Atoms:
         raise SystemDefinitionError(f"{path}: cannot read geometry ({first})") from exc
     if not isinstance(atoms, Atoms):
         raise SystemDefinitionError(f"{path}: no structure found")
-    atoms.pbc = False
+    if not atoms.pbc.any():
+        atoms.pbc = False  # a molecule (a cell in an .xyz comment line is ignored)
+    elif not atoms.pbc.all():
+        raise SystemDefinitionError(f"{path}: periodic in {int(atoms.pbc.sum())} of 3 "
+                                    "directions (pbc); slabs and wires are not supported: "
+                                    "give a molecule or a 3D-periodic crystal")
     return atoms
+
+
+def is_crystal(atoms: Atoms) -> bool:
+    """True for a structure periodic in all three directions (a crystal with a cell)."""
+    return bool(np.all(atoms.pbc))
+
+
+def cell_widths(atoms: Atoms) -> np.ndarray:
+    """Perpendicular widths of the cell (Å): the distance between opposite faces."""
+    cell = np.asarray(atoms.cell)
+    volume = abs(float(np.linalg.det(cell)))
+    return np.array([volume / np.linalg.norm(np.cross(cell[(i + 1) % 3], cell[(i + 2) % 3]))
+                     for i in range(3)])
+
+
+def check_cell(atoms: Atoms, where: str, cutoff: float | None = None) -> None:
+    """Raise :class:`SystemDefinitionError` if a crystal's cell cannot be used.
+
+    Checks: a cell with volume (at least 1 Å³ per atom) and, with ``cutoff`` (the model's
+    radial cutoff, Å), every perpendicular cell width at least that cutoff, so that no atom
+    meets its own periodic image inside the model's environment (a supercell fixes that).
+    """
+    volume = abs(float(atoms.cell.volume)) if atoms.cell.rank == 3 else 0.0
+    if volume < len(atoms):
+        raise SystemDefinitionError(f"{where}: cell volume {volume:.3g} Å³ for {len(atoms)} "
+                                    "atoms (a crystal needs a cell of at least 1 Å³ per atom)")
+    if cutoff is not None:
+        widths = cell_widths(atoms)
+        k = int(np.argmin(widths))
+        if widths[k] < cutoff:
+            reps = [int(np.ceil(cutoff / w)) for w in widths]
+            raise SystemDefinitionError(
+                f"{where}: cell width {widths[k]:.2f} Å along lattice vector {'abc'[k]} is below "
+                f"the model's radial cutoff {cutoff} Å (training.model.radial_cutoff): an atom "
+                f"would see its own image; use a supercell (ase: atoms.repeat({tuple(reps)}))")
 
 
 def check_structure(
@@ -108,6 +148,8 @@ def check_structure(
     pos = atoms.get_positions()
     if not np.all(np.isfinite(pos)):
         raise SystemDefinitionError(f"{where}: non-finite (NaN/inf) coordinates")
+    if is_crystal(atoms):
+        check_cell(atoms, where)
     if multiplicity < 1:
         raise SystemDefinitionError(f"{where}: spin multiplicity must be >= 1, got {multiplicity}")
     n_electrons = int(numbers.sum()) - int(charge)
@@ -118,8 +160,18 @@ def check_structure(
             f"{where}: charge {charge} and multiplicity {multiplicity} are impossible "
             f"with {n_electrons} electrons (parity)"
         )
+    if is_crystal(atoms):
+        # nearest periodic images: a pair across the cell boundary, or an atom and its own
+        # image (the shortest lattice vector)
+        reduced, _ = atoms.cell.minkowski_reduce()
+        lattice = float(np.linalg.norm(np.asarray(reduced), axis=1).min())
+        if lattice < min_distance:
+            raise SystemDefinitionError(f"{where}: a lattice vector of {lattice:.3f} Å puts "
+                                        f"atoms next to their own image (minimum "
+                                        f"{min_distance} Å)")
     if len(atoms) > 1:
-        d = np.linalg.norm(pos[:, None, :] - pos[None, :, :], axis=-1)
+        d = (atoms.get_all_distances(mic=True) if is_crystal(atoms) else
+             np.linalg.norm(pos[:, None, :] - pos[None, :, :], axis=-1))
         iu = np.triu_indices(len(atoms), k=1)
         k = int(np.argmin(d[iu]))
         if d[iu][k] < min_distance:
@@ -218,6 +270,14 @@ def load_system(
 
     level = parse_level(dict(spec.get("level_of_theory") or {}), f"{where_conf}.level_of_theory",
                         reactant.get_chemical_symbols())
+    if is_crystal(reactant):
+        from reactive_al.oracles import get_oracle
+
+        if not get_oracle(level.program).periodic:
+            raise SystemDefinitionError(
+                f"{where_conf}.level_of_theory: program '{level.program}' labels molecules "
+                f"only, and {reactant_path} is a crystal (cell and pbc); use program: xtb "
+                "(method: gfn1-xtb) for periodic systems")
     known_keys = {"reactant", "product", "charge", "multiplicity", "level_of_theory", "description",
                   "ts_guess", "intermediates", "reactant_smiles", "product_smiles", "smiles"}
     return ReactionSystem(

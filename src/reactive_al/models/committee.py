@@ -88,8 +88,18 @@ def build_model(spec: CommitteeSpec):
     return model.to(torch.float32)
 
 
+def is_periodic(atoms: Atoms) -> bool:
+    """True for a crystal (periodic in all three directions, with a cell)."""
+    return bool(np.all(atoms.pbc))
+
+
 def frames_to_tensors(frames: list[Atoms], with_labels: bool = True) -> dict[str, torch.Tensor]:
-    """Pad frames into species (−1 padding), coordinates, energies and forces tensors."""
+    """Pad frames into species (−1 padding), coordinates, energies and forces tensors.
+
+    Periodic frames also give ``cells`` [n, 3, 3] (Å; zeros for molecules), ``periodic`` [n]
+    (bool) and, with labels, ``stress`` [n, 3, 3] (Hartree/Å³; the label's stress where it has
+    one) with ``has_stress`` [n] (bool).
+    """
     n = len(frames)
     n_max = max(len(a) for a in frames)
     species = torch.full((n, n_max), -1, dtype=torch.long)
@@ -107,7 +117,80 @@ def frames_to_tensors(frames: list[Atoms], with_labels: bool = True) -> dict[str
             out["forces"][i, :k] = torch.as_tensor(a.get_forces() / Hartree, dtype=torch.float32)
     out["species"] = species
     out["coordinates"] = coords
+    periodic = [is_periodic(a) for a in frames]
+    if any(periodic):
+        out["periodic"] = torch.tensor(periodic)
+        out["cells"] = torch.zeros((n, 3, 3), dtype=torch.float32)
+        for i, a in enumerate(frames):
+            if periodic[i]:
+                out["cells"][i] = torch.as_tensor(np.asarray(a.cell), dtype=torch.float32)
+        if with_labels:
+            out["stress"] = torch.zeros((n, 3, 3), dtype=torch.float32)
+            out["has_stress"] = torch.zeros(n, dtype=torch.bool)
+            for i, a in enumerate(frames):
+                if periodic[i] and "stress" in (a.calc.results if a.calc else {}):
+                    out["stress"][i] = torch.as_tensor(a.get_stress(voigt=False) / Hartree,
+                                                       dtype=torch.float32)
+                    out["has_stress"][i] = True
     return out
+
+
+def _periodic_member_terms(model, species, coords, cell, create_graph: bool):
+    """Every member's energy, forces and stress for one crystal (Hartree, Å).
+
+    Shapes [M, 1], [M, 1, A, 3] and [M, 1, 3, 3] (Hartree/Å³); ``cell`` [3, 3] Å, rows the
+    lattice vectors.
+    The stress is the strain derivative σ = (1/V) ∂E/∂ε at ε = 0, positions and cell strained
+    together (x → x(1 + ε), cell → cell(1 + ε)): ASE's sign convention. TorchANI takes one cell
+    per call, so a crystal is one call; every member's gradient is its own backward pass.
+    """
+    nets = model.neural_networks
+    m = nets.get_active_members_num() if hasattr(nets, "get_active_members_num") else 1
+    x = coords.detach().clone().requires_grad_(True)
+    eps = torch.zeros((3, 3), dtype=coords.dtype, requires_grad=True)
+    deform = torch.eye(3, dtype=coords.dtype) + 0.5 * (eps + eps.T)
+    pbc = torch.ones(3, dtype=torch.bool)
+    _, energies = model((species, x @ deform), cell=cell @ deform, pbc=pbc,
+                        ensemble_values=True)
+    energies = energies.reshape(m, -1)
+    volume = torch.linalg.det(cell).abs()
+    forces, stress = [], []
+    for k in range(m):
+        gx, ge = torch.autograd.grad(energies[k].sum(), (x, eps), retain_graph=True,
+                                     create_graph=create_graph)
+        forces.append(-gx)
+        stress.append(ge.unsqueeze(0) / volume)
+    return energies, torch.stack(forces), torch.stack(stress)
+
+
+def member_terms(model, t: dict[str, torch.Tensor], idx, create_graph: bool):  # noqa: ANN001
+    """Every member's energies [M, b], forces [M, b, A, 3] and (crystals) stress [M, b, 3, 3].
+
+    ``t`` is :func:`frames_to_tensors` output and ``idx`` the frames to take (Hartree, Å).
+    Molecules go through one batched call; each crystal through its own (its cell). The
+    stress is None when no frame is periodic, zero for the molecules of a mixed batch.
+    """
+    sp, xyz = t["species"][idx], t["coordinates"][idx]
+    if "periodic" not in t or not bool(t["periodic"][idx].any()):
+        e, f = _member_energies_forces(model, sp, xyz, create_graph)
+        return e, f, None
+    periodic = t["periodic"][idx]
+    cells = t["cells"][idx]
+    mol = torch.nonzero(~periodic).flatten()
+    parts: dict[int, tuple] = {}
+    if len(mol):
+        e, f = _member_energies_forces(model, sp[mol], xyz[mol], create_graph)
+        for j, i in enumerate(mol.tolist()):
+            parts[i] = (e[:, j:j + 1], f[:, j:j + 1], None)
+    for i in torch.nonzero(periodic).flatten().tolist():
+        parts[i] = _periodic_member_terms(model, sp[i:i + 1], xyz[i:i + 1], cells[i],
+                                          create_graph)
+    order = range(len(sp))
+    e = torch.cat([parts[i][0] for i in order], dim=1)
+    f = torch.cat([parts[i][1] for i in order], dim=1)
+    zero = xyz.new_zeros((e.shape[0], 1, 3, 3))
+    s = torch.cat([parts[i][2] if parts[i][2] is not None else zero for i in order], dim=1)
+    return e, f, s
 
 
 def _member_energies_forces(model, species, coords, create_graph: bool):
@@ -168,13 +251,19 @@ class Committee:
 
         Returns arrays: ``energy`` (mean, [n]), ``energy_members`` ([M, n]), ``energy_std``
         (committee std / √N_atoms, eV/atom, [n]), and per frame lists ``forces`` (mean,
-        [N_i, 3]), ``forces_std`` (per-atom spread √(mean_m ‖F_m − F̄‖²), [N_i]).
+        [N_i, 3]), ``forces_std`` (per-atom spread √(mean_m ‖F_m − F̄‖²), [N_i]). When a
+        frame is a crystal also ``stress`` (mean, [n, 3, 3], eV/Å³, ASE's sign; zero for
+        molecules) and ``stress_std`` (√(mean_m ‖σ_m − σ̄‖²), [n], eV/Å³).
         """
-        e_members, f_mean, f_std = [], [], []
+        e_members, f_mean, f_std, s_members = [], [], [], []
         for start in range(0, len(frames), batch_size):
             chunk = frames[start:start + batch_size]
             t = frames_to_tensors(chunk, with_labels=False)
-            e, f = _member_energies_forces(self.model, t["species"], t["coordinates"], False)
+            e, f, s = member_terms(self.model, t, slice(None), False)
+            if s is not None:
+                s_members.append(s.detach().double().numpy() * Hartree)
+            elif any(is_periodic(a) for a in frames):
+                s_members.append(np.zeros((e.shape[0], len(chunk), 3, 3)))
             e = e.detach().double() * Hartree
             f = f.detach().double() * Hartree
             e_members.append(e.numpy())
@@ -191,13 +280,19 @@ class Committee:
             f_mean = [f + fb for f, fb in zip(f_mean, f_base, strict=True)]
         n_atoms = np.array([len(a) for a in frames], dtype=float)
         ddof = 1 if members.shape[0] > 1 else 0
-        return {
+        out = {
             "energy": members.mean(0),
             "energy_members": members,
             "energy_std": members.std(0, ddof=ddof) / np.sqrt(n_atoms),
             "forces": f_mean,
             "forces_std": f_std,
         }
+        if s_members:
+            stress = np.concatenate(s_members, axis=1)  # [M, n, 3, 3], eV/Å³
+            out["stress"] = stress.mean(0)
+            # spread of the members' stress tensors, √(mean_m ‖σ_m − σ̄‖²) (Frobenius)
+            out["stress_std"] = np.sqrt(((stress - stress.mean(0)) ** 2).sum((2, 3)).mean(0))
+        return out
 
     def calculator(self, force_scale: float = 1.0) -> CommitteeCalculator:
         """ASE calculator driven by the committee mean (``forces_std`` times ``force_scale``)."""
@@ -207,7 +302,8 @@ class Committee:
 class CommitteeCalculator(Calculator):
     """ASE calculator: committee-mean energy/forces plus the committee spreads in results."""
 
-    implemented_properties = ["energy", "forces", "energy_std", "forces_std"]
+    implemented_properties = ["energy", "forces", "stress", "energy_std", "forces_std",
+                              "stress_std"]
 
     def __init__(self, committee: Committee, force_scale: float = 1.0, **kwargs: Any):
         super().__init__(**kwargs)
@@ -216,13 +312,23 @@ class CommitteeCalculator(Calculator):
 
     def evaluate_batch(self, frames: list[Atoms]) -> list[dict[str, Any]]:
         """Results of :meth:`calculate` for many structures from one committee call."""
+        from ase.stress import full_3x3_to_voigt_6_stress
+
         p = self.committee.predict(frames)
-        return [{"energy": float(p["energy"][i]), "forces": p["forces"][i],
-                 "energy_std": float(p["energy_std"][i]),
-                 "forces_std": self.force_scale * p["forces_std"][i]}
-                for i in range(len(frames))]
+        results = [{"energy": float(p["energy"][i]), "forces": p["forces"][i],
+                    "energy_std": float(p["energy_std"][i]),
+                    "forces_std": self.force_scale * p["forces_std"][i]}
+                   for i in range(len(frames))]
+        for i, a in enumerate(frames):
+            if is_periodic(a):
+                results[i]["stress"] = full_3x3_to_voigt_6_stress(p["stress"][i])
+                results[i]["stress_std"] = float(p["stress_std"][i])
+        return results
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes) -> None:
-        """Fill energy (eV), forces (eV/Å), energy_std (eV/atom) and forces_std (eV/Å)."""
+        """Fill energy (eV), forces (eV/Å), energy_std (eV/atom) and forces_std (eV/Å).
+
+        For a crystal also stress (Voigt, eV/Å³) and stress_std (eV/Å³).
+        """
         super().calculate(atoms, properties, system_changes)
         self.results = self.evaluate_batch([self.atoms])[0]

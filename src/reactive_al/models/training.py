@@ -19,9 +19,10 @@ from reactive_al.models.baseline import Baseline, residual_frames
 from reactive_al.models.committee import (
     Committee,
     CommitteeSpec,
-    _member_energies_forces,
     build_model,
     frames_to_tensors,
+    is_periodic,
+    member_terms,
 )
 from reactive_al.models.features import (
     MAX_JACOBIAN_BYTES,
@@ -71,6 +72,9 @@ class TrainingConfig:
     warm_start_schedule: str = "plateau"
     #: a progress bar over the epochs (tqdm; off in batch jobs)
     progress: bool = True
+    #: weight of the stress term of crystals' labels (None: 1.0); the term is the squared
+    #: virial error per √atom, (σ − σ_ref)·V/√N in eV, like the energy term
+    stress_weight: float | None = None
 
     def __post_init__(self) -> None:
         where = "parameters_training.yml: training.fit"
@@ -231,6 +235,9 @@ def train_committee(
     if len(frames) < 2:
         raise ValueError(f"need at least 2 labeled frames to train, got {len(frames)}")
     base = Baseline.from_dict(spec.baseline) if spec.baseline else None
+    if base is not None and any(is_periodic(a) for a in frames):
+        raise ValueError("parameters_training.yml: training.baseline: Δ-learning is not "
+                         "available for periodic systems yet; set training.baseline: null")
     if base is not None and spec.repulsion:
         # the baseline has its own short-range repulsion: TorchANI's xTB repulsion on top
         # counts it twice (SN2, 16 B3LYP labels: test force MAE 0.24 eV/Å with it, 0.08
@@ -275,8 +282,14 @@ def train_committee(
     n_atoms = (data["species"] >= 0).sum(1).double()
     # the AEVs and their Jacobians once for the whole run (the networks are all that train),
     # unless they would not fit in memory
+    # (crystals: one call per cell and the stress by the strain derivative, no precomputation)
+    periodic = "periodic" in data
     features = (PrecomputedFeatures(model, data["species"], data["coordinates"])
-                if jacobian_bytes(model, data["species"]) <= MAX_JACOBIAN_BYTES else None)
+                if not periodic and jacobian_bytes(model, data["species"]) <= MAX_JACOBIAN_BYTES
+                else None)
+    stress_weight = 1.0 if cfg.stress_weight is None else float(cfg.stress_weight)
+    if periodic:
+        volumes = torch.linalg.det(data["cells"].double()).abs()
     fit_idx = np.concatenate([old_idx, train_idx])  # every frame the weights are fitted to
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate,
                             weight_decay=cfg.weight_decay)
@@ -288,9 +301,12 @@ def train_committee(
                                                         patience=max(5, patience // 3)))
 
     def loss_on(idx: np.ndarray, create_graph: bool) -> tuple[torch.Tensor, dict[str, float]]:
-        sp, xyz = data["species"][idx], data["coordinates"][idx]
-        e, f = (features.energies_forces(idx, create_graph) if features is not None else
-                _member_energies_forces(model, sp, xyz, create_graph))
+        sp = data["species"][idx]
+        s = None
+        if features is not None:
+            e, f = features.energies_forces(idx, create_graph)
+        else:
+            e, f, s = member_terms(model, data, idx, create_graph)
         de = (e.double() - data["energies"][idx]) * Hartree / n_atoms[idx].sqrt()
         mask = (sp >= 0)[None, :, :, None]
         df = (f - data["forces"][idx]) * Hartree * mask
@@ -299,8 +315,16 @@ def train_committee(
         f_loss = (df ** 2).sum((1, 2, 3)).sum() / n_comp
         loss = e_loss + cfg.force_weight * f_loss
         m = e.shape[0]
-        return loss, {"energy_rmse": float((e_loss.detach() / m).sqrt()),
-                      "force_rmse": float((f_loss.detach() / m).sqrt())}
+        stats = {"energy_rmse": float((e_loss.detach() / m).sqrt()),
+                 "force_rmse": float((f_loss.detach() / m).sqrt())}
+        if s is not None and bool(data["has_stress"][idx].any()):
+            has = data["has_stress"][idx]
+            scale = (volumes[idx] / n_atoms[idx].sqrt())[has][None, :, None, None] * Hartree
+            dw = (s[:, has].double() - data["stress"][idx][has].double()) * scale
+            s_loss = (dw ** 2).mean((2, 3)).mean(1).sum()
+            loss = loss + stress_weight * s_loss
+            stats["virial_rmse"] = float((s_loss.detach() / m).sqrt())
+        return loss, stats
 
     monitor_idx = val_idx if len(val_idx) else fit_idx
     # the starting weights are no candidate: the previous committee was selected on the old
@@ -355,6 +379,9 @@ def train_committee(
         "wall_time_s": round(time.perf_counter() - start, 2),
         "val_energy_rmse_ev_per_sqrt_atom": val_stats["energy_rmse"],
         "val_force_rmse_ev_per_a": val_stats["force_rmse"],
+        # crystals with stress labels: the virial error per √atom (eV)
+        **({"val_virial_rmse_ev_per_sqrt_atom": val_stats["virial_rmse"]}
+           if "virial_rmse" in val_stats else {}),
         "val_loss_curve": [float(x) for x in curve],
         # what the next warm start matches its frames against, in training-set order
         "train_keys": [frame_key(a) for a in frames],

@@ -36,8 +36,9 @@ def single_point(
 ) -> dict[str, Any]:
     """One single point at ``level`` (a level object or a ``level_of_theory`` mapping).
 
-    Returns ``energy`` (eV), ``forces`` (eV/Å) and ``provenance``; raises
-    :class:`OracleError` when the program gives no usable label (``timeout_s`` in s).
+    Returns ``energy`` (eV), ``forces`` (eV/Å), ``provenance`` and, for a periodic structure
+    (``program: xtb``), ``stress`` (Voigt, eV/Å³); raises :class:`OracleError` when the
+    program gives no usable label (``timeout_s`` in s).
     ``options`` the program does not declare (:attr:`Oracle.options`) are ignored.
     """
     lvl = parse_level(level, "level of theory")

@@ -76,10 +76,17 @@ class Oracle:
     ) -> dict[str, Any]:
         """Energy (eV), forces (eV/Å) and a ``provenance`` dict for a molecule.
 
-        Raises :class:`OracleError` when no usable label is produced; ``timeout_s`` in s.
+        A program that labels periodic structures (``atoms.pbc.any()``, computed in their
+        cell) adds ``stress``: ASE's Voigt 6-vector in eV/Å³. A molecular program raises
+        ``OracleError("geometry_invalid", ...)`` for a periodic structure rather than drop
+        its cell. Raises :class:`OracleError` when no usable label is produced; ``timeout_s``
+        in s.
         A program that names ``options`` below also takes them as keyword arguments.
         """
         raise NotImplementedError
+
+    #: whether the program labels crystals (energy, forces and stress in their cell)
+    periodic: ClassVar[bool] = False
 
     #: Keyword options of :meth:`single_point` that steer the SCF but not the converged label
     #: (not part of the cache key), e.g. PySCF's orbital files for NEB images.

@@ -287,7 +287,9 @@ class LabelCache:
     def get(self, key: str) -> dict[str, Any] | None:
         """Return the stored record for ``key`` (label or deterministic failure), or None.
 
-        A transient failure left by an older version of this cache counts as missing.
+        A label has ``energy`` (eV), ``forces`` (eV/Å) and, if it was stored with one,
+        ``stress`` (ASE's Voigt 6-vector, eV/Å³). A transient failure left by an older
+        version of this cache counts as missing.
         """
         with self._connected() as db:
             rows = list(db.select(label_key=key))
@@ -297,16 +299,19 @@ class LabelCache:
                 if is_transient({"status": "failed", **data}):
                     continue
                 return {"status": "failed", **data}
-            return {
-                "status": "ok",
-                "energy": float(row.energy),
-                "forces": np.array(row.forces),
-                "provenance": data.get("provenance", {}),
-            }
+            record = {"status": "ok", "energy": float(row.energy),
+                      "forces": np.array(row.forces)}
+            stress = row.get("stress")
+            if stress is not None:  # a periodic label (Voigt, eV/Å³)
+                record["stress"] = np.array(stress, dtype=float)
+            record["provenance"] = data.get("provenance", {})
+            return record
         return None
 
     def put(self, key: str, atoms: Atoms, record: dict[str, Any]) -> bool:
         """Store a label (``status='ok'``) or a deterministic failure record under ``key``.
+
+        A label's ``stress`` (Voigt, eV/Å³; periodic structures) is stored when it has one.
 
         Insert-or-ignore: returns False, storing nothing, for a transient failure or a key
         that already has a row (the first row is kept; a transient failure an older version
@@ -317,8 +322,10 @@ class LabelCache:
         stored = Atoms(atoms.get_atomic_numbers(), atoms.get_positions(),
                        cell=atoms.cell, pbc=atoms.pbc)
         if record["status"] == "ok":
-            stored.calc = SinglePointCalculator(
-                stored, energy=record["energy"], forces=record["forces"])
+            labels = {"energy": record["energy"], "forces": record["forces"]}
+            if record.get("stress") is not None:
+                labels["stress"] = np.asarray(record["stress"], dtype=float)
+            stored.calc = SinglePointCalculator(stored, **labels)
             kvp, data = {"label_key": key, "status": "ok"}, {"provenance": record["provenance"]}
         else:
             kvp = {"label_key": key, "status": "failed"}

@@ -69,15 +69,21 @@ class LabelingConfig:
 def compute_label(
     numbers: list[int], positions: list[list[float]], charge: int, multiplicity: int,
     level: dict[str, Any], omp_threads: int, timeout_s: float | None = None,
-    options: dict[str, Any] | None = None,
+    options: dict[str, Any] | None = None, cell: list[list[float]] | None = None,
+    pbc: list[bool] | None = None,
 ) -> dict[str, Any]:
     """Run one QM single point; return a label record or a failure record (never raises).
 
     ``level`` is the plain-dict form of the level of theory (what a Dask worker receives);
     positions in Å, ``timeout_s`` in s; ``options`` are the program's SCF options (a frame's
-    ``info["qm_options"]``, not part of the cache key).
+    ``info["qm_options"]``, not part of the cache key). ``cell`` (Å, rows are the lattice
+    vectors) and ``pbc`` describe a periodic structure; without them it is a molecule. A
+    label has ``energy`` (eV), ``forces`` (eV/Å) and, from a program that computes it for a
+    periodic structure, ``stress`` (ASE's Voigt 6-vector, eV/Å³).
     """
-    atoms = Atoms(numbers=numbers, positions=positions, pbc=False)
+    periodic = pbc is not None and any(pbc)
+    atoms = Atoms(numbers=numbers, positions=positions, cell=cell if periodic else None,
+                  pbc=pbc if periodic else False)
     try:
         out = single_point(atoms, charge, multiplicity, level, omp_threads=omp_threads,
                            timeout_s=timeout_s, options=options)
@@ -89,10 +95,25 @@ def compute_label(
     return {"status": "ok", **out}
 
 
-def _attach(atoms: Atoms, record: dict[str, Any], key: str) -> Atoms:
+def _oracle_view(atoms: Atoms) -> Atoms:
+    """The structure as the oracle gets it (and as its cache key is made).
+
+    A crystal (``atoms.pbc.any()``) keeps its cell and pbc; a molecule goes non-periodic,
+    since a periodic copy of a molecule gives wrong energies.
+    """
     out = atoms.copy()
-    out.calc = SinglePointCalculator(out, energy=record["energy"],
-                                     forces=np.asarray(record["forces"]))
+    if not out.pbc.any():
+        out.pbc = False
+    return out
+
+
+def _attach(atoms: Atoms, record: dict[str, Any], key: str) -> Atoms:
+    """A copy of ``atoms`` with the record's labels (eV, eV/Å, stress eV/Å³) and provenance."""
+    out = atoms.copy()
+    labels = {"energy": record["energy"], "forces": np.asarray(record["forces"])}
+    if record.get("stress") is not None:
+        labels["stress"] = np.asarray(record["stress"], dtype=float)
+    out.calc = SinglePointCalculator(out, **labels)
     out.info.update(record.get("provenance", {}))
     out.info["label_key"] = key
     return out
@@ -165,6 +186,13 @@ class _OnDask:
         self.client.cancel(list(self.futures))
 
 
+def _periodicity(atoms: Atoms) -> tuple[list[list[float]] | None, list[bool] | None]:
+    """(cell in Å, pbc) of a periodic structure for :func:`compute_label`; (None, None) else."""
+    if not atoms.pbc.any():
+        return None, None
+    return np.asarray(atoms.cell).tolist(), [bool(p) for p in atoms.pbc]
+
+
 def _label_missing(jobs: dict[str, Atoms], cfg: LabelingConfig,
                    cache: LabelCache) -> Iterator[tuple[str, dict[str, Any]]]:
     """Yield (key, record) for every key of ``jobs`` as it is known, storing what it computes.
@@ -177,7 +205,7 @@ def _label_missing(jobs: dict[str, Atoms], cfg: LabelingConfig,
     args = {
         k: (a.get_atomic_numbers().tolist(), a.get_positions().tolist(),
             cfg.charge, cfg.multiplicity, level, cfg.omp_threads, cfg.timeout_s,
-            a.info.get("qm_options"))
+            a.info.get("qm_options"), *_periodicity(a))
         for k, a in jobs.items()
     }
     if cfg.scheduler == "synchronous" or (cfg.scheduler == "local" and
@@ -227,6 +255,10 @@ def label_structures(
 ) -> tuple[list[Atoms], list[dict[str, Any]]]:
     """Label ``frames`` with the QM oracle, reusing and filling the cache.
 
+    Labels are attached as a ``SinglePointCalculator``: energy (eV), forces (eV/Å) and, for a
+    periodic frame (``atoms.pbc.any()``, computed in its cell), stress (Voigt, eV/Å³);
+    molecules are computed non-periodic.
+
     Returns (labeled frames in input order, failure records). A structure that fails
     validation or QM is recorded with its cause and left out of the labeled list; a
     deterministic failure is cached, a transient one (timeout, exception) is not, so the next
@@ -254,8 +286,7 @@ def label_structures(
                              "category": "geometry_invalid", "message": str(exc)})
             keys.append(None)
             continue
-        mol = atoms.copy()
-        mol.pbc = False  # molecules go to the oracle non-periodic
+        mol = _oracle_view(atoms)
         key = label_key(mol, cfg.charge, cfg.multiplicity, settings)
         keys.append(key)
         if key in records or key in jobs:

@@ -63,6 +63,19 @@ class _SCFTimeout(Exception):
     pass
 
 
+def _molecule_only(atoms: Atoms) -> None:
+    """Raise ``geometry_invalid`` for a periodic structure: this oracle computes molecules.
+
+    Dropping the cell would silently label a cluster cut out of the crystal; the failure is
+    deterministic, so the labeling layer caches and reports it with this one-line cause.
+    """
+    if np.any(atoms.pbc):
+        raise OracleError("geometry_invalid",
+                          f"periodic structure (pbc={np.asarray(atoms.pbc).tolist()}) given to "
+                          "the molecular PySCF oracle; periodic structures need `program: xtb` "
+                          "(GFN1-xTB)")
+
+
 def _build_mole(atoms: Atoms, basis: str, charge: int, multiplicity: int):
     from pyscf import gto
 
@@ -156,9 +169,11 @@ def pyscf_single_point(
     shells with ``unrestricted='always'``, for stretched bonds) run unrestricted with a
     stability check; ⟨S²⟩ is recorded. Returns ``energy``, ``forces`` and a ``provenance``
     dict. Raises :class:`OracleError` (``scf_not_converged``, ``timeout``,
-    ``geometry_invalid``) when no usable result is produced. ``level`` defaults to
-    :class:`PySCFLevel` (a mapping is parsed into one); ``timeout_s`` in s.
+    ``geometry_invalid``, also for a periodic structure: ``atoms.pbc.any()``) when no usable
+    result is produced. ``level`` defaults to :class:`PySCFLevel` (a mapping is parsed into
+    one); ``timeout_s`` in s.
     """
+    _molecule_only(atoms)
     import pyscf
     from pyscf import lib
 
@@ -244,10 +259,11 @@ class PySCFCalculator(Calculator):
         self.provenance: dict[str, Any] = {}
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes) -> None:
-        """Fill ``self.results`` with energy (eV) and forces (eV/Å) from PySCF."""
+        """Fill ``self.results`` with energy (eV) and forces (eV/Å) from PySCF.
+
+        Raises :class:`OracleError` (``geometry_invalid``) for a periodic structure.
+        """
         super().calculate(atoms, properties, system_changes)
-        if np.any(self.atoms.pbc):
-            raise OracleError("geometry_invalid", "PySCFCalculator handles molecules (pbc=False)")
         out = pyscf_single_point(self.atoms, **self.qm)
         self.results = {"energy": out["energy"], "forces": out["forces"]}
         self.provenance = out["provenance"]

@@ -1,7 +1,8 @@
 """GFN-xTB through tblite: a cheap oracle with the same interface as the PySCF one.
 
-For exploration warm-up, thermal MD drivers, tuning and tests; install with
-``pip install -e ".[xtb]"``. tblite is imported only inside calls, so importing this module
+For exploration warm-up, thermal MD drivers, tuning and tests, and the oracle of periodic
+systems (crystals, MOFs: energy, forces and stress under periodic boundary conditions); install
+with ``pip install -e ".[xtb]"``. tblite is imported only inside calls, so importing this module
 (which registers ``program: xtb``) is cheap. Method names are lower case everywhere
 (``gfn2-xtb``); tblite's spelling (``GFN2-xTB``) stays in this module.
 """
@@ -21,6 +22,8 @@ from reactive_al.oracles.base import Oracle, OracleError, register_oracle
 
 #: Our method names → tblite's.
 _METHODS = {"gfn2-xtb": "GFN2-xTB", "gfn1-xtb": "GFN1-xTB", "ipea1-xtb": "IPEA1-xTB"}
+#: Å³: a periodic cell smaller than this spans no volume (zero or flat cell vectors)
+MIN_CELL_VOLUME = 1e-6
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,25 @@ def _tblite(charge: int, multiplicity: int, method: str):
                   multiplicity=int(multiplicity), verbosity=0)
 
 
+def _periodic_copy(atoms: Atoms) -> Atoms:
+    """The structure as xTB must see it: a crystal with its cell, a molecule with ``pbc=False``.
+
+    A periodic copy of a molecule gives wrong energies (about 0.5 eV for the SN2 anion), so
+    only a structure that declares periodicity (``atoms.pbc.any()``) keeps it; its cell must
+    then span a volume (tblite divides the virial by it).
+    """
+    work = atoms.copy()
+    if not work.pbc.any():
+        work.pbc = False
+        return work
+    volume = abs(float(np.linalg.det(np.asarray(work.cell))))
+    if volume < MIN_CELL_VOLUME:
+        raise OracleError("geometry_invalid",
+                          f"periodic structure (pbc={work.pbc.tolist()}) has a cell of volume "
+                          f"{volume:.3g} Å³; give a cell spanning three dimensions")
+    return work
+
+
 def xtb_single_point(
     atoms: Atoms,
     charge: int,
@@ -62,20 +84,26 @@ def xtb_single_point(
     omp_threads: int | None = None,
     timeout_s: float | None = None,
 ) -> dict[str, Any]:
-    """Energy (eV) and forces (eV/Å) from tblite; raises :class:`OracleError` on failure.
+    """Energy (eV), forces (eV/Å) and, for a periodic structure, stress from tblite.
 
+    A structure with ``atoms.pbc.any()`` (a crystal) is computed periodic in its cell and the
+    record gets ``stress``: ASE's Voigt 6-vector (xx, yy, zz, yz, xz, xy) in eV/Å³, the strain
+    derivative of the energy per volume. A molecule (``pbc`` all False) is computed
+    non-periodic and gets no stress. Raises :class:`OracleError` on failure
+    (``geometry_invalid`` for a periodic structure whose cell has no volume).
     ``level`` defaults to :class:`XTBLevel` (GFN2-xTB); ``timeout_s`` (s) is checked after the
     calculation; ``omp_threads`` is set by the worker's environment.
     """
     level = level or XTBLevel()
+    work = _periodic_copy(atoms)
+    periodic = bool(work.pbc.any())
     calc = _tblite(charge, multiplicity, level.method)
     start = time.perf_counter()
-    mol = atoms.copy()
-    mol.pbc = False
-    mol.calc = calc
+    work.calc = calc
     try:
-        energy = float(mol.get_potential_energy())
-        forces = np.asarray(mol.get_forces())
+        energy = float(work.get_potential_energy())
+        forces = np.asarray(work.get_forces())
+        stress = np.asarray(work.get_stress(voigt=True), dtype=float) if periodic else None
     except Exception as exc:  # tblite raises a generic exception when SCC does not converge
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         category = "scf_not_converged" if "converge" in msg.lower() else "exception"
@@ -83,9 +111,13 @@ def xtb_single_point(
     wall = time.perf_counter() - start
     if timeout_s and wall > timeout_s:
         raise OracleError("timeout", f"xTB took {wall:.1f} s > {timeout_s} s")
-    return {"energy": energy, "forces": forces, "provenance": {
+    record: dict[str, Any] = {"energy": energy, "forces": forces}
+    if stress is not None:
+        record["stress"] = stress
+    record["provenance"] = {
         "qm_program": "tblite", "qm_version": XTBOracle().version(), "qm_method": level.method,
-        "qm_converged": True, "qm_wall_time_s": round(wall, 3)}}
+        "qm_converged": True, "qm_wall_time_s": round(wall, 3)}
+    return record
 
 
 @register_oracle
@@ -95,6 +127,7 @@ class XTBOracle(Oracle):
     program = "xtb"
     level_class = XTBLevel
     distribution = "tblite"
+    periodic = True
 
     def check(self, level: XTBLevel, symbols: list[str] | None, where: str) -> None:
         """Reject a method tblite does not offer."""
@@ -107,11 +140,14 @@ class XTBOracle(Oracle):
     def single_point(self, atoms: Atoms, charge: int, multiplicity: int, level: XTBLevel,
                      omp_threads: int | None = None,
                      timeout_s: float | None = None) -> dict[str, Any]:
-        """See :func:`xtb_single_point` (energy eV, forces eV/Å, timeout s)."""
+        """See :func:`xtb_single_point` (energy eV, forces eV/Å, stress eV/Å³, timeout s)."""
         return xtb_single_point(atoms, charge, multiplicity, level, omp_threads, timeout_s)
 
     def calculator(self, charge: int, multiplicity: int, level: XTBLevel) -> Calculator:
-        """The tblite ASE calculator at ``level`` (give it molecules with ``pbc=False``)."""
+        """The tblite ASE calculator at ``level`` (give it molecules with ``pbc=False``).
+
+        On a periodic structure it also gives ``get_stress()`` (Voigt, eV/Å³).
+        """
         return _tblite(charge, multiplicity, level.method)
 
     def warm(self) -> None:

@@ -1,0 +1,73 @@
+"""Issue #17: periodic systems as configuration — cell and pbc from the geometry file, checked.
+
+A crystal is a 3D-periodic extxyz (``Lattice=``/``pbc=``) or CIF file; the loader keeps its
+cell, checks its volume, the nearest periodic images and the program, and the campaign's
+parameter check compares its cell widths with the model's cutoff, each as one line.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from ase.build import bulk
+from ase.io import write
+
+from reactive_al.systems import SystemDefinitionError, check_cell, load_system
+
+GFN1 = {"program": "xtb", "method": "gfn1-xtb"}
+
+
+def _system(tmp_path, atoms, level=GFN1, fmt="extxyz", name="crystal"):
+    path = tmp_path / f"{name}.{'cif' if fmt == 'cif' else 'extxyz'}"
+    write(path, atoms, format=fmt)
+    return {"c": {"reactant": str(path), "charge": 0, "multiplicity": 1,
+                  "level_of_theory": level}}
+
+
+@pytest.mark.parametrize("fmt", ["extxyz", "cif"])
+def test_a_crystal_keeps_its_cell_and_pbc(tmp_path, fmt):
+    atoms = bulk("MgO", "rocksalt", a=4.25, cubic=True).repeat((2, 2, 2))
+    rs = load_system("c", _system(tmp_path, atoms, fmt=fmt))
+    assert rs.reactant.pbc.all()
+    np.testing.assert_allclose(rs.reactant.cell.lengths(), [8.5] * 3, atol=1e-4)
+
+
+def test_a_molecule_file_stays_a_molecule(tmp_path):
+    from ase.build import molecule
+
+    atoms = molecule("H2O")
+    atoms.cell = [10, 10, 10]  # a cell without pbc is a box, not a crystal
+    rs = load_system("c", _system(tmp_path, atoms, level={"program": "xtb"}))
+    assert not rs.reactant.pbc.any()
+
+
+@pytest.mark.parametrize(("change", "expected"), [
+    ("slab", "periodic in 2 of 3 directions"),
+    ("flat", "cell volume"),
+    ("close_images", "Å apart (minimum 0.5 Å)"),
+    ("pyscf", "labels molecules only"),
+])
+def test_a_broken_crystal_is_one_line(tmp_path, change, expected):
+    atoms = bulk("MgO", "rocksalt", a=4.25, cubic=True)
+    level = GFN1
+    if change == "slab":
+        atoms.pbc = [True, True, False]
+    elif change == "flat":
+        atoms.cell[2] = [0.0, 0.0, 1e-3]
+    elif change == "close_images":
+        atoms.positions[0] = [0.1, 0.0, 0.0]
+        atoms.positions[1] = [4.25 - 0.1, 0.0, 0.0]  # 0.2 Å apart across the cell face
+    elif change == "pyscf":
+        level = {"method": "hf", "basis": "sto-3g"}
+    with pytest.raises(SystemDefinitionError) as err:
+        load_system("c", _system(tmp_path, atoms, level=level))
+    msg = str(err.value)
+    assert expected in msg and "\n" not in msg, msg
+
+
+def test_cell_narrower_than_the_model_cutoff_names_the_supercell():
+    atoms = bulk("MgO", "rocksalt", a=4.25, cubic=True)
+    check_cell(atoms.repeat((2, 2, 2)), "big", cutoff=5.2)  # 8.5 Å wide: fine
+    with pytest.raises(SystemDefinitionError, match=r"repeat\(\(2, 2, 2\)\)") as err:
+        check_cell(atoms, "small.extxyz", cutoff=5.2)
+    assert str(err.value).startswith("small.extxyz: cell width 4.25 Å")
