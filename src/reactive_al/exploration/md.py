@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -13,11 +14,12 @@ import numpy as np
 from ase import Atoms, units
 from ase.calculators.calculator import Calculator
 from ase.md.langevin import Langevin
+from ase.md.langevinbaoab import LangevinBAOAB
 from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
 from tqdm.auto import tqdm
 
 from reactive_al.models.batching import run_lockstep
-from reactive_al.systems import identity
+from reactive_al.systems import cell_widths, identity, is_crystal
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +43,31 @@ def start_langevin(
                     friction=friction_per_fs / units.fs, fixcm=False, rng=noise)
 
 
+def start_npt(
+    atoms: Atoms, temperature_K: float, pressure_bar: float, timestep_fs: float,
+    friction_per_fs: float, rng: np.random.Generator,
+) -> LangevinBAOAB:
+    """Maxwell–Boltzmann velocities and a Langevin NPT with a fully flexible cell (crystals).
+
+    ASE's ``LangevinBAOAB`` (Langevin on the atoms, Langevin–Hoover on the cell): stochastic
+    like the NVT walkers, so each walker's own ``rng`` makes lockstep runs reproducible, and
+    every cell component moves, so a framework can change its shape (breathing), not only its
+    volume. Thermostat time 1/``friction_per_fs``; barostat time 20× that (ASE's default).
+    ``pressure_bar`` is the external pressure (ASE's external stress is its negative).
+    """
+    MaxwellBoltzmannDistribution(atoms, temperature_K=temperature_K, rng=rng)
+    Stationary(atoms)
+    t_tau = units.fs / friction_per_fs
+    with warnings.catch_warnings():  # ASE announces its heuristic barostat mass
+        warnings.simplefilter("ignore", UserWarning)
+        return LangevinBAOAB(atoms, timestep_fs * units.fs, temperature_K=temperature_K,
+                             externalstress=-pressure_bar * units.bar, T_tau=t_tau,
+                             P_tau=20 * t_tau, rng=rng)
+
+
 @dataclass
 class WalkerConfig:
-    """Langevin NVT walker settings."""
+    """Langevin walker settings: NVT, and NPT for crystals with ``pressures_bar``."""
 
     temperatures_K: tuple[float, ...] = (300.0, 600.0)
     n_steps: int = 300
@@ -57,12 +81,30 @@ class WalkerConfig:
     max_atomic_uncertainty: float | None = None
     #: a progress bar over the MD steps of all walkers (tqdm; off in batch jobs)
     progress: bool = True
+    #: crystals: one NPT walker per (seed, temperature, pressure in bar); None: NVT
+    pressures_bar: tuple[float, ...] | None = None
+    #: crystals: a cell whose volume leaves [V0 / max_volume_ratio, V0 · max_volume_ratio]
+    #: or whose perpendicular width falls below ``min_cell_width`` (Å) is unphysical
+    max_volume_ratio: float = 2.0
+    min_cell_width: float = 0.0
 
 
-def frame_is_broken(atoms: Atoms, forces: np.ndarray, cfg: WalkerConfig) -> str | None:
-    """Return why a frame is unphysical (``too_close`` / ``huge_force``), or None."""
+def frame_is_broken(atoms: Atoms, forces: np.ndarray, cfg: WalkerConfig,
+                    start_volume: float | None = None) -> str | None:
+    """Why a frame is unphysical (``too_close``, ``huge_force``, ``cell``), or None.
+
+    Crystals: distances to the nearest periodic images, and with ``start_volume`` (Å³) the
+    cell limits of ``cfg`` (volume ratio, perpendicular width).
+    """
+    crystal = is_crystal(atoms)
+    if crystal and start_volume is not None:
+        ratio = atoms.get_volume() / start_volume
+        if not 1 / cfg.max_volume_ratio <= ratio <= cfg.max_volume_ratio:
+            return "cell"
+        if cell_widths(atoms).min() < cfg.min_cell_width:
+            return "cell"
     if len(atoms) > 1:
-        d = atoms.get_all_distances()
+        d = atoms.get_all_distances(mic=crystal)
         if d[np.triu_indices(len(atoms), 1)].min() < cfg.min_distance:
             return "too_close"
     if np.linalg.norm(forces, axis=1).max() > cfg.max_force:
@@ -73,15 +115,24 @@ def frame_is_broken(atoms: Atoms, forces: np.ndarray, cfg: WalkerConfig) -> str 
 def run_walker(
     start: Atoms, calc: Calculator, temperature_K: float, cfg: WalkerConfig,
     rng: np.random.Generator, walker_id: str, tick: Callable[[], Any] | None = None,
+    pressure_bar: float | None = None,
 ) -> tuple[list[Atoms], str, int]:
-    """Run one Langevin walker (:func:`start_langevin`); return (frames, stop reason, steps).
+    """Run one Langevin walker; return (frames, stop reason, steps).
 
+    NVT (:func:`start_langevin`), or for a crystal with ``pressure_bar`` NPT
+    (:func:`start_npt`; frames keep their cell, a walker stops on an unphysical cell).
     ``tick`` (e.g. a progress bar's update) is called after every MD step.
     """
     atoms = start.copy()
-    atoms.pbc = False
+    crystal = is_crystal(atoms)
+    if not crystal:
+        atoms.pbc = False
     atoms.calc = calc
-    dyn = start_langevin(atoms, temperature_K, cfg.timestep_fs, cfg.friction_per_fs, rng)
+    npt = crystal and pressure_bar is not None
+    dyn = (start_npt(atoms, temperature_K, pressure_bar, cfg.timestep_fs, cfg.friction_per_fs,
+                     rng) if npt else
+           start_langevin(atoms, temperature_K, cfg.timestep_fs, cfg.friction_per_fs, rng))
+    v0 = atoms.get_volume() if crystal else None
     frames: list[Atoms] = []
     reason, steps = "max_steps", 0
     for steps in range(1, cfg.n_steps + 1):
@@ -89,7 +140,7 @@ def run_walker(
         if tick is not None:
             tick()
         forces = atoms.get_forces()
-        broken = frame_is_broken(atoms, forces, cfg)
+        broken = frame_is_broken(atoms, forces, cfg, v0)
         if broken:
             reason = broken
             break
@@ -97,7 +148,9 @@ def run_walker(
         too_uncertain = (cfg.max_atomic_uncertainty is not None and unc is not None
                          and float(np.max(unc)) > cfg.max_atomic_uncertainty)
         if too_uncertain or steps % cfg.sample_every == 0:
-            frame = Atoms(atoms.get_atomic_numbers(), atoms.get_positions(), pbc=False)
+            frame = (Atoms(atoms.get_atomic_numbers(), atoms.get_positions(),
+                           cell=atoms.get_cell(), pbc=True) if crystal else
+                     Atoms(atoms.get_atomic_numbers(), atoms.get_positions(), pbc=False))
             frame.info = identity(start)
             frame.info.update({
                 "origin": f"md/{start.info.get('origin', 'seed')}",
@@ -108,6 +161,10 @@ def run_walker(
             })
             if unc is not None:
                 frame.info["walker_max_atomic_uncertainty"] = float(np.max(unc))
+            if crystal:
+                frame.info["volume_A3"] = float(atoms.get_volume())
+                if npt:
+                    frame.info["pressure_bar"] = float(pressure_bar)
             frames.append(frame)
         if too_uncertain:
             reason = "uncertainty"
@@ -127,7 +184,10 @@ def explore(
     reasons: Counter[str] = Counter()
     temps: dict[float, list[float]] = {t: [] for t in cfg.temperatures_K}
     n_steps = 0
-    walkers = [(i, seed, t) for i, seed in enumerate(seeds) for t in cfg.temperatures_K]
+    # crystals with pressures: one NPT walker per (seed, temperature, pressure)
+    walkers = [(i, seed, t, p) for i, seed in enumerate(seeds) for t in cfg.temperatures_K
+               for p in (cfg.pressures_bar if cfg.pressures_bar and is_crystal(seed)
+                         else (None,))]
     # every walker its own stream (velocities and thermostat noise), so the walkers can run
     # together (one batched model call per MD step) with results independent of timing
     streams = rng.spawn(len(walkers))
@@ -136,15 +196,18 @@ def explore(
     tick = partial(bar.update, 1)
     # each job is run_walker waiting for its calculator, the second positional argument
     jobs = [partial(run_walker, seed, temperature_K=t, cfg=cfg, rng=stream,
-                    walker_id=f"w{i}_{int(t)}K", tick=tick)
-            for (i, seed, t), stream in zip(walkers, streams, strict=True)]
+                    walker_id=f"w{i}_{int(t)}K" + ("" if p is None else f"_{p:g}bar"),
+                    tick=tick, pressure_bar=p)
+            for (i, seed, t, p), stream in zip(walkers, streams, strict=True)]
     results = run_lockstep(jobs, calc)
     bar.close()
-    for (_, _, t), (frames, reason, steps) in zip(walkers, results, strict=True):
+    volumes: list[float] = []
+    for (_, _, t, _), (frames, reason, steps) in zip(walkers, results, strict=True):
         candidates += frames
         reasons[reason] += 1
         n_steps += steps
         temps[t] += [f.info["kinetic_temperature_K"] for f in frames]
+        volumes += [f.info["volume_A3"] for f in frames if "volume_A3" in f.info]
     stats = {
         "n_walkers": int(sum(reasons.values())),
         "n_md_steps": n_steps,
@@ -154,6 +217,8 @@ def explore(
         "mean_kinetic_temperature_K": {
             f"{t:g}": float(np.mean(v)) if v else float("nan") for t, v in temps.items()},
     }
+    if volumes:  # crystals: the cell volumes the walkers reached (Å³)
+        stats["volume_range_A3"] = [float(min(volumes)), float(max(volumes))]
     log.info("explored %d walkers -> %d candidates (%s)", stats["n_walkers"], len(candidates),
              dict(reasons))
     return candidates, stats
