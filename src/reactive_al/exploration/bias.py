@@ -7,6 +7,10 @@ default: light atoms would otherwise pick up most of the push). r(t) rescales th
 τ is roughly the ratio of bias to physical force magnitude:
 r = √(Σ‖F_model‖²) / √(Σ‖F_b‖²) over a sliding window of the last ``window`` evaluations, and
 r = 0 until the window is full (burn-in).
+
+For a crystal the bias also has a stress, σ_b = (1/V) ∂(−τ·r·u)/∂ε under a symmetric strain of
+positions and cell (autograd, as the model's stress), scaled by the same τ·r: NPT walkers then
+move on E_eff in cell space as well, towards volumes and shapes where the model is uncertain.
 """
 
 from __future__ import annotations
@@ -31,11 +35,12 @@ class UncertaintyBiasedCalculator(Calculator):
     its σ into a calibrated per-atom energy uncertainty (eV/atom), which times the number of
     atoms is the structure's u(S) in eV. Results also carry ``energy_uncertainty`` (u, eV),
     ``bias_energy``, ``bias_scale`` (τ·r) and, from the committee, ``forces_std`` scaled by
-    ``force_scale`` (calibrated atomic force uncertainty, eV/Å).
+    ``force_scale`` (calibrated atomic force uncertainty, eV/Å). For crystals also
+    ``stress`` (model plus bias, Voigt, eV/Å³) and ``bias_stress`` (Voigt, eV/Å³).
     """
 
-    implemented_properties = ["energy", "forces", "forces_std", "energy_uncertainty",
-                              "bias_energy", "bias_scale"]
+    implemented_properties = ["energy", "forces", "stress", "forces_std",
+                              "energy_uncertainty", "bias_energy", "bias_scale", "bias_stress"]
 
     def __init__(
         self,
@@ -75,8 +80,10 @@ class UncertaintyBiasedCalculator(Calculator):
         The sliding window takes the structures in order, one evaluation each, as if they
         had been calculated one after the other.
         """
+        from ase.stress import full_3x3_to_voigt_6_stress
+
         pred = self.committee.predict(frames)
-        sigma, grads = self.uncertainty.uncertainty_and_gradient(frames)
+        sigma, grads, strains = self.uncertainty.uncertainty_gradient_strain(frames)
         out = []
         for i, atoms in enumerate(frames):
             e_model, f_model = float(pred["energy"][i]), pred["forces"][i]
@@ -86,14 +93,19 @@ class UncertaintyBiasedCalculator(Calculator):
             self._model_sq.append(float((f_model ** 2).sum()))
             self._bias_sq.append(float((f_bias ** 2).sum()))
             s = self.scale()
-            out.append({
+            res = {
                 "energy": e_model - s * u,
                 "forces": f_model + s * f_bias,
                 "forces_std": self.force_scale * pred["forces_std"][i],
                 "energy_uncertainty": u,
                 "bias_energy": -s * u,
                 "bias_scale": s,
-            })
+            }
+            if strains[i] is not None:  # a crystal: model stress plus the bias stress
+                bias_stress = -s * self.energy_scale * n * strains[i]
+                res["bias_stress"] = full_3x3_to_voigt_6_stress(bias_stress)
+                res["stress"] = full_3x3_to_voigt_6_stress(pred["stress"][i] + bias_stress)
+            out.append(res)
         return out
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes) -> None:

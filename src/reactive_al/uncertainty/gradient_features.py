@@ -199,22 +199,25 @@ class GradientFeatureMap:
         return torch.stack(parts).sum(0)
 
     def atomic(
-        self, species: Tensor, coords: Tensor, create_graph: bool = False
+        self, species: Tensor, coords: Tensor, create_graph: bool = False,
+        cell: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
         """Raw per-atom features ([B, A, dim], zero for padding) and the real-atom mask [B, A].
 
         ``species`` holds atomic numbers (−1 padding), or element indices for models built
         with ``periodic_table_index=False``, as the model itself expects. With
         ``create_graph`` the features keep their graph to ``coords`` (which must then require
-        grad), so they can be differentiated; otherwise they are detached.
+        grad), so they can be differentiated; otherwise they are detached. ``cell`` ([3, 3]
+        Å, float64, rows the lattice vectors): the structures are crystals in that one cell.
         """
         elem_idxs = self.species_converter(species, nop=self.species_are_indices)
+        pbc = None if cell is None else torch.ones(3, dtype=torch.bool)
         coords = coords.to(torch.float64)
         if not create_graph:
             coords = coords.detach()
         # g = ∂E/∂y needs autograd even when the caller runs under torch.no_grad().
         with torch.enable_grad():
-            aevs = self.aev_computer(elem_idxs, coords, None, None)
+            aevs = self.aev_computer(elem_idxs, coords, cell, pbc)
             flat_idx = elem_idxs.flatten()
             flat_aev = aevs.flatten(0, 1)
             feats = flat_aev.new_zeros(flat_idx.shape[0], self.dim)
@@ -234,13 +237,14 @@ class GradientFeatureMap:
         mask = elem_idxs >= 0
         return feats.view(*elem_idxs.shape, self.dim), mask
 
-    def structure(self, species: Tensor, coords: Tensor, create_graph: bool = False) -> Tensor:
+    def structure(self, species: Tensor, coords: Tensor, create_graph: bool = False,
+                  cell: Tensor | None = None) -> Tensor:
         """Raw per-structure features [B, dim]: the mean of the per-atom features.
 
         Unsketched, this is ∂E/∂θ / N_atoms for the member's parameters θ (plus the virtual
-        biases).
+        biases). ``cell``: as in :meth:`atomic`.
         """
-        feats, mask = self.atomic(species, coords, create_graph)
+        feats, mask = self.atomic(species, coords, create_graph, cell)
         n_atoms = mask.sum(1, keepdim=True).to(feats.dtype)
         return feats.sum(1) / n_atoms
 
@@ -298,13 +302,31 @@ class GradientFeatureUncertainty:
             raise RuntimeError("call fit() first")
         return self.feature_map
 
+    def _chunks(self, frames: list[Atoms]):  # noqa: ANN202
+        """(frames, species, coords, cell) per model call.
+
+        Molecules come in batches of ``batch_size``; every crystal alone with its cell
+        (float64).
+        """
+        molecules = [a for a in frames if not np.all(a.pbc)]
+        for start in range(0, len(molecules), self.batch_size):
+            chunk = molecules[start:start + self.batch_size]
+            yield (chunk, *frames_to_species_coords(chunk), None)
+        for a in frames:
+            if np.all(a.pbc):
+                yield ([a], *frames_to_species_coords([a]),
+                       torch.as_tensor(np.asarray(a.cell), dtype=torch.float64))
+
+    def _in_order(self, frames: list[Atoms], parts: list[tuple[list[Atoms], Any]]) -> list[Any]:
+        """Per-frame results of :meth:`_chunks` order, back in the order of ``frames``."""
+        where = {id(a): r for chunk, res in parts for a, r in zip(chunk, res, strict=True)}
+        return [where[id(a)] for a in frames]
+
     def _raw_features(self, frames: list[Atoms]) -> Tensor:
         fmap = self._require_fit()
-        out = []
-        for start in range(0, len(frames), self.batch_size):
-            species, coords = frames_to_species_coords(frames[start:start + self.batch_size])
-            out.append(fmap.structure(species, coords))
-        return torch.cat(out)
+        parts = [(chunk, list(fmap.structure(sp, xyz, cell=cell)))
+                 for chunk, sp, xyz, cell in self._chunks(frames)]
+        return torch.stack(self._in_order(frames, parts))
 
     # -- features ----------------------------------------------------------------------------
     def features(self, frames: list[Atoms]) -> np.ndarray:
@@ -317,13 +339,11 @@ class GradientFeatureUncertainty:
     def atomic_features(self, frames: list[Atoms]) -> list[np.ndarray]:
         """Normalised per-atom features, one [N_i, dim] array per frame (same scale)."""
         fmap = self._require_fit()
-        out: list[np.ndarray] = []
-        for start in range(0, len(frames), self.batch_size):
-            chunk = frames[start:start + self.batch_size]
-            feats, _ = fmap.atomic(*frames_to_species_coords(chunk))
-            feats = (feats / self.scale).numpy()
-            out.extend(feats[i, : len(a)] for i, a in enumerate(chunk))
-        return out
+        parts = []
+        for chunk, sp, xyz, cell in self._chunks(frames):
+            feats = (fmap.atomic(sp, xyz, cell=cell)[0] / self.scale).numpy()
+            parts.append((chunk, [feats[i, : len(a)] for i, a in enumerate(chunk)]))
+        return self._in_order(frames, parts)
 
     # -- uncertainties -----------------------------------------------------------------------
     def _variance_t(self, phi: Tensor) -> Tensor:
@@ -362,17 +382,20 @@ class GradientFeatureUncertainty:
         return np.zeros(0) if phi is None else self._distance_t(phi).numpy()
 
     def uncertainty_tensor(
-        self, species: Tensor, coords: Tensor, kind: UncertaintyKind = "posterior"
+        self, species: Tensor, coords: Tensor, kind: UncertaintyKind = "posterior",
+        cell: Tensor | None = None,
     ) -> Tensor:
         """Per-structure uncertainty [B] as a torch tensor carrying the graph to ``coords``.
 
         ``kind="posterior"`` gives σ, ``"distance"`` the nearest-training-feature distance.
         ``coords`` should be a float64 tensor with ``requires_grad=True``; the gradient
         features are built with ``create_graph=True`` so that ∂u/∂R exists (the distance is
-        only piecewise smooth: the nearest training point can switch).
+        only piecewise smooth: the nearest training point can switch). ``cell``: one crystal
+        cell for all structures (as in :meth:`GradientFeatureMap.atomic`).
         """
         fmap = self._require_fit()
-        phi = fmap.structure(species, coords, create_graph=coords.requires_grad) / self.scale
+        graph = coords.requires_grad or (cell is not None and cell.requires_grad)
+        phi = fmap.structure(species, coords, create_graph=graph, cell=cell) / self.scale
         if kind == "posterior":
             return torch.sqrt(torch.clamp(self._variance_t(phi), min=0.0))
         if kind == "distance":
@@ -385,18 +408,43 @@ class GradientFeatureUncertainty:
         """Uncertainty of structures and its gradient ∂u/∂R ([N, 3], per Å) by autograd.
 
         One structure: ``(float, [N, 3] array)``. A list: ``(array [n], list of [N_i, 3])``
-        from one batched pass (each structure's uncertainty depends on its own atoms only,
-        so the gradient of their sum is every structure's own gradient).
+        from one batched pass over the molecules (each structure's uncertainty depends on its
+        own atoms only, so the gradient of their sum is every structure's own gradient) and
+        one pass per crystal.
+        """
+        u, grads, _ = self.uncertainty_gradient_strain(frames, kind)
+        return u, grads
+
+    def uncertainty_gradient_strain(
+        self, frames: Atoms | list[Atoms], kind: UncertaintyKind = "posterior"
+    ) -> tuple[Any, Any, Any]:
+        """As :meth:`uncertainty_and_gradient`, plus each crystal's strain derivative.
+
+        The third element is (1/V) ∂u/∂ε ([3, 3] array, per Å³; None for a molecule): the
+        derivative under a symmetric strain of positions and cell together, from which a
+        bias energy's stress follows as it does for a model energy.
         """
         one = isinstance(frames, Atoms)
         batch = [frames] if one else list(frames)
-        species, coords = frames_to_species_coords(batch)
-        coords.requires_grad_(True)
-        u = self.uncertainty_tensor(species, coords, kind)
-        (grad,) = torch.autograd.grad(u.sum(), coords)
-        u_np = u.detach().numpy()
-        grads = [grad[i, : len(a)].numpy() for i, a in enumerate(batch)]
-        return (float(u_np[0]), grads[0]) if one else (u_np, grads)
+        parts = []
+        for chunk, species, coords, cell in self._chunks(batch):
+            coords.requires_grad_(True)
+            if cell is None:
+                u = self.uncertainty_tensor(species, coords, kind)
+                (grad,) = torch.autograd.grad(u.sum(), coords)
+                strain = [None] * len(chunk)
+            else:
+                eps = torch.zeros((3, 3), dtype=torch.float64, requires_grad=True)
+                deform = torch.eye(3, dtype=torch.float64) + 0.5 * (eps + eps.T)
+                u = self.uncertainty_tensor(species, coords @ deform, kind, cell @ deform)
+                grad, g_eps = torch.autograd.grad(u.sum(), (coords, eps))
+                strain = [(g_eps / torch.linalg.det(cell).abs()).numpy()]
+            parts.append((chunk, [(float(u[i].detach()), grad[i, : len(a)].numpy(), strain[i])
+                                  for i, a in enumerate(chunk)]))
+        rows = self._in_order(batch, parts)
+        u_np = np.array([r[0] for r in rows])
+        grads, strains = [r[1] for r in rows], [r[2] for r in rows]
+        return (float(u_np[0]), grads[0], strains[0]) if one else (u_np, grads, strains)
 
     def posterior_covariance(self) -> np.ndarray:
         """Posterior covariance in feature space, Σ = σ_n² (ΦᵀΦ + σ_n² I)⁻¹ ([dim, dim])."""
