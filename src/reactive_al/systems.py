@@ -96,6 +96,25 @@ def is_crystal(atoms: Atoms) -> bool:
     return bool(np.all(atoms.pbc))
 
 
+def working_copy(atoms: Atoms) -> Atoms:
+    """A copy for an oracle, a calculator or MD.
+
+    A crystal keeps its cell and pbc; a molecule goes non-periodic (a periodic copy of a
+    molecule gives wrong xTB/PySCF energies).
+    """
+    out = atoms.copy()
+    if not is_crystal(out):
+        out.pbc = False
+    return out
+
+
+def bare(atoms: Atoms) -> Atoms:
+    """A new structure with ``atoms``' numbers and positions only (a crystal: and its cell)."""
+    if is_crystal(atoms):
+        return Atoms(atoms.numbers, atoms.positions, cell=atoms.get_cell(), pbc=True)
+    return Atoms(atoms.numbers, atoms.positions, pbc=False)
+
+
 def cell_widths(atoms: Atoms) -> np.ndarray:
     """Perpendicular widths of the cell (Å): the distance between opposite faces."""
     cell = np.asarray(atoms.cell)

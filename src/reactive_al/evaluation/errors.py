@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 from ase import Atoms
+from ase.units import GPa
 from scipy.stats import spearmanr
 
 from reactive_al.models import Committee
@@ -58,8 +59,27 @@ def evaluate_committee(
     if len(test_set) > 2:
         out["spearman_energy_uncertainty_error"] = float(spearmanr(p["energy_std"], e_err)[0])
         out["spearman_force_uncertainty_error"] = float(spearmanr(f_unc, f_err)[0])
+    out.update(_stress_errors(p, test_set, subsets))
     out["mean_energy_uncertainty_ev_per_atom"] = float(np.mean(p["energy_std"]))
     out["mean_force_uncertainty_ev_per_a"] = float(np.mean(f_unc))
+    return out
+
+
+def _stress_errors(pred: dict[str, Any], test_set: list[Atoms],
+                   subsets: np.ndarray) -> dict[str, float]:
+    """Stress MAE (GPa, over the 9 tensor components) of the crystals with stress labels.
+
+    Overall (``stress_mae_gpa``) and per subset; nothing for a test set without them.
+    """
+    has = np.array([bool(np.all(a.pbc)) and a.calc is not None and "stress" in a.calc.results
+                    for a in test_set])
+    if "stress" not in pred or not has.any():
+        return {}
+    err = np.abs(pred["stress"] - np.array([a.get_stress(voigt=False) if h else np.zeros((3, 3))
+                                            for a, h in zip(test_set, has, strict=True)])) / GPa
+    out = {"stress_mae_gpa": float(err[has].mean()), "n_stress": int(has.sum())}
+    for name in sorted(set(subsets[has])):
+        out[f"{name}/stress_mae_gpa"] = float(err[has & (subsets == name)].mean())
     return out
 
 

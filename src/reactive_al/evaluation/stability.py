@@ -13,6 +13,7 @@ from ase.calculators.calculator import Calculator
 from reactive_al.exploration.md import WalkerConfig, frame_is_broken, start_langevin
 from reactive_al.models import Committee
 from reactive_al.models.batching import run_lockstep
+from reactive_al.systems import working_copy
 
 
 def steps_until_unphysical(
@@ -28,8 +29,7 @@ def steps_until_unphysical(
     (:func:`~reactive_al.exploration.md.start_langevin`).
     """
     cfg = WalkerConfig(min_distance=min_distance, max_force=max_force)
-    a = atoms.copy()
-    a.pbc = False
+    a = working_copy(atoms)
     a.calc = calc
     dyn = start_langevin(a, temperature_K, timestep_fs, friction_per_fs, rng)
     for step in range(1, max_steps + 1):

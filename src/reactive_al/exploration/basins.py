@@ -28,7 +28,7 @@ from ase import Atoms
 from ase.neighborlist import natural_cutoffs, neighbor_list
 
 from reactive_al.exploration.md import start_langevin
-from reactive_al.systems import identity
+from reactive_al.systems import bare, identity, working_copy
 
 log = logging.getLogger(__name__)
 
@@ -104,8 +104,7 @@ def langevin_frames(
     small molecule) and ``md_kinetic_temperature_K`` (the run's mean). The thermostat noise is
     seeded by one draw of ``rng`` after the velocities; timestep in fs, friction in 1/fs.
     """
-    md_atoms = start.copy()
-    md_atoms.pbc = False
+    md_atoms = working_copy(start)
     md_atoms.calc = calc
     dyn = start_langevin(md_atoms, temperature_K, timestep_fs, friction_per_fs, rng,
                          independent_dynamics_rng=True)
@@ -116,7 +115,7 @@ def langevin_frames(
         if step >= n_steps // 2:
             temps.append(md_atoms.get_temperature())
         if step in take:
-            a = Atoms(md_atoms.numbers, md_atoms.positions, pbc=False)
+            a = bare(md_atoms)
             a.info["kinetic_temperature_K"] = float(md_atoms.get_temperature())
             frames.append(a)
     mean_t = float(np.mean(temps))

@@ -19,7 +19,7 @@ from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
 from tqdm.auto import tqdm
 
 from reactive_al.models.batching import run_lockstep
-from reactive_al.systems import cell_widths, identity, is_crystal
+from reactive_al.systems import bare, cell_widths, identity, is_crystal, working_copy
 
 log = logging.getLogger(__name__)
 
@@ -123,10 +123,8 @@ def run_walker(
     (:func:`start_npt`; frames keep their cell, a walker stops on an unphysical cell).
     ``tick`` (e.g. a progress bar's update) is called after every MD step.
     """
-    atoms = start.copy()
+    atoms = working_copy(start)
     crystal = is_crystal(atoms)
-    if not crystal:
-        atoms.pbc = False
     atoms.calc = calc
     npt = crystal and pressure_bar is not None
     dyn = (start_npt(atoms, temperature_K, pressure_bar, cfg.timestep_fs, cfg.friction_per_fs,
@@ -148,9 +146,7 @@ def run_walker(
         too_uncertain = (cfg.max_atomic_uncertainty is not None and unc is not None
                          and float(np.max(unc)) > cfg.max_atomic_uncertainty)
         if too_uncertain or steps % cfg.sample_every == 0:
-            frame = (Atoms(atoms.get_atomic_numbers(), atoms.get_positions(),
-                           cell=atoms.get_cell(), pbc=True) if crystal else
-                     Atoms(atoms.get_atomic_numbers(), atoms.get_positions(), pbc=False))
+            frame = bare(atoms)
             frame.info = identity(start)
             frame.info.update({
                 "origin": f"md/{start.info.get('origin', 'seed')}",

@@ -11,12 +11,15 @@ from ase import Atoms
 from ase.neighborlist import natural_cutoffs, neighbor_list
 from ase.units import kB
 
-from reactive_al.systems import identity
+from reactive_al.systems import identity, is_crystal
 
 #: Spring constants (eV/Å²) of the harmonic model behind normal-mode-like sampling.
 BOND_SPRING = 25.0
 NONBOND_SPRING = 1.5
 NONBOND_RANGE = 3.5
+#: crystals: standard deviation of the random symmetric strain of each displaced sample (the
+#: cell varies too, so the labels carry stress information)
+CRYSTAL_STRAIN = 0.02
 
 
 def _tagged(atoms: Atoms, origin: str, subset: str) -> Atoms:
@@ -30,42 +33,56 @@ def _tagged(atoms: Atoms, origin: str, subset: str) -> Atoms:
 def random_displacements(
     atoms: Atoms, n: int, sigma: float, rng: np.random.Generator, subset: str
 ) -> list[Atoms]:
-    """``n`` copies with independent Gaussian displacements of ``sigma`` Å per coordinate."""
+    """``n`` copies with independent Gaussian displacements of ``sigma`` Å per coordinate.
+
+    A crystal's copies are also strained: a random symmetric strain of standard deviation
+    :data:`CRYSTAL_STRAIN` per component, atoms moving with the cell.
+    """
     frames = []
     for _ in range(n):
         a = _tagged(atoms, f"{subset}/displaced", subset)
+        if is_crystal(a):
+            e = rng.normal(0.0, CRYSTAL_STRAIN, (3, 3))
+            a.set_cell(a.cell @ (np.eye(3) + 0.5 * (e + e.T)), scale_atoms=True)
         a.positions += rng.normal(0.0, sigma, a.positions.shape)
         frames.append(a)
     return frames
 
 
-def _rigid_body_basis(positions: np.ndarray, masses: np.ndarray) -> np.ndarray:
-    """Orthonormal mass-weighted translations and rotations ([3N, 6], or 5 if linear)."""
+def _rigid_body_basis(positions: np.ndarray, masses: np.ndarray,
+                      rotations: bool = True) -> np.ndarray:
+    """Orthonormal mass-weighted translations and rotations ([3N, 6], or 5 if linear).
+
+    ``rotations=False`` (a crystal: rotating it moves atoms against their images): the three
+    translations only.
+    """
     sqrt_m = np.sqrt(masses)
     r = positions - (masses[:, None] * positions).sum(0) / masses.sum()
     vecs = []
     for axis in np.eye(3):
         vecs.append((sqrt_m[:, None] * axis[None, :]).ravel())
-        vecs.append((sqrt_m[:, None] * np.cross(axis, r)).ravel())
+        if rotations:
+            vecs.append((sqrt_m[:, None] * np.cross(axis, r)).ravel())
     u, s, _ = np.linalg.svd(np.array(vecs).T, full_matrices=False)
     return u[:, s > 1e-8 * s.max()]
 
 
 def modes_from_hessian(hessian: np.ndarray, masses: np.ndarray,
                        positions: np.ndarray | None = None,
-                       rel_cutoff: float = 1e-6) -> tuple[np.ndarray, np.ndarray]:
+                       rel_cutoff: float = 1e-6,
+                       rotations: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Normal modes of a Cartesian Hessian (eV/Å²): (ω², displacement vectors [k, N, 3]).
 
     With ``positions`` the rigid-body motions are projected out first, so the small spurious
     curvature a finite-difference Hessian has along rotations cannot pass for a soft mode.
     Modes with ω² at or below ``rel_cutoff`` × the largest (rigid-body, or imaginary at a
-    saddle point) are dropped.
+    saddle point) are dropped. ``rotations=False`` for crystals (translations only).
     """
     n = len(masses)
     inv_sqrt_m = 1.0 / np.sqrt(np.repeat(masses, 3))
     mw = 0.5 * (hessian + hessian.T) * inv_sqrt_m[:, None] * inv_sqrt_m[None, :]
     if positions is not None:
-        rigid = _rigid_body_basis(np.asarray(positions), np.asarray(masses))
+        rigid = _rigid_body_basis(np.asarray(positions), np.asarray(masses), rotations)
         proj = np.eye(3 * n) - rigid @ rigid.T
         mw = proj @ mw @ proj
     w2, vecs = np.linalg.eigh(mw)
@@ -78,9 +95,12 @@ def harmonic_modes(atoms: Atoms) -> tuple[np.ndarray, np.ndarray]:
     """Vibrational modes of a spring model: bonds (natural cutoffs) plus weak contacts.
 
     Returns (ω² in eV/(Å²·amu), Cartesian displacement vectors [n_modes, N, 3]) for the
-    non-rigid modes; the six (five if linear) rigid-body modes are dropped.
+    non-rigid modes; the six (five if linear) rigid-body modes are dropped. A crystal's springs
+    reach periodic images, and only its three translations are rigid.
     """
     n = len(atoms)
+    if is_crystal(atoms):
+        return _crystal_harmonic_modes(atoms)
     i_b, j_b = neighbor_list("ij", atoms, natural_cutoffs(atoms, mult=1.15))
     bonded = {(int(i), int(j)) for i, j in zip(i_b, j_b, strict=True)}
     hess = np.zeros((3 * n, 3 * n))
@@ -99,6 +119,32 @@ def harmonic_modes(atoms: Atoms) -> tuple[np.ndarray, np.ndarray]:
             for a, b, s in ((i, i, 1), (j, j, 1), (i, j, -1), (j, i, -1)):
                 hess[3 * a:3 * a + 3, 3 * b:3 * b + 3] += s * block
     return modes_from_hessian(hess, atoms.get_masses(), atoms.positions)
+
+
+def _crystal_harmonic_modes(atoms: Atoms) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`harmonic_modes` of a crystal: the same springs, to the nearest images too.
+
+    Contacts reach 1.2× the nearest-neighbour distance at least.
+
+    Every spring appears twice in ASE's neighbour list (i→j and j→i with the opposite
+    image), so each entry adds half of its Hessian block.
+    """
+    n = len(atoms)
+    hess = np.zeros((3 * n, 3 * n))
+    bonded = set()
+    i_b, j_b, s_b = neighbor_list("ijS", atoms, natural_cutoffs(atoms, mult=1.15))
+    for i, j, shift in zip(i_b, j_b, s_b, strict=True):
+        bonded.add((int(i), int(j), *map(int, shift)))
+    # contacts reach at least the nearest neighbours (a rare-gas or ionic crystal has no bonds)
+    nearest = float(neighbor_list("d", atoms, 2 * NONBOND_RANGE).min())
+    reach = max(NONBOND_RANGE, 1.2 * nearest)
+    for i, j, shift, d_vec in zip(*neighbor_list("ijSD", atoms, reach), strict=True):
+        d = float(np.linalg.norm(d_vec))
+        k = BOND_SPRING if (int(i), int(j), *map(int, shift)) in bonded else NONBOND_SPRING
+        block = 0.5 * k * np.outer(d_vec, d_vec) / d**2
+        for a, b, sign in ((i, i, 1), (j, j, 1), (i, j, -1), (j, i, -1)):
+            hess[3 * a:3 * a + 3, 3 * b:3 * b + 3] += sign * block
+    return modes_from_hessian(hess, atoms.get_masses(), atoms.positions, rotations=False)
 
 
 def normal_mode_perturbations(

@@ -24,7 +24,12 @@ from reactive_al.oracles import Level, OracleError, get_oracle, parse_level, sin
 from reactive_al.oracles.cache import LabelCache, label_key
 from reactive_al.oracles.claims import DEFAULT_CLAIM_TTL_S, Claims
 from reactive_al.oracles.cluster import dask_client
-from reactive_al.systems import DEFAULT_MIN_DISTANCE, SystemDefinitionError, check_structure
+from reactive_al.systems import (
+    DEFAULT_MIN_DISTANCE,
+    SystemDefinitionError,
+    check_structure,
+    working_copy,
+)
 
 log = logging.getLogger(__name__)
 
@@ -93,18 +98,6 @@ def compute_label(
         return {"status": "failed", "category": "exception",
                 "message": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"}
     return {"status": "ok", **out}
-
-
-def _oracle_view(atoms: Atoms) -> Atoms:
-    """The structure as the oracle gets it (and as its cache key is made).
-
-    A crystal (``atoms.pbc.any()``) keeps its cell and pbc; a molecule goes non-periodic,
-    since a periodic copy of a molecule gives wrong energies.
-    """
-    out = atoms.copy()
-    if not out.pbc.any():
-        out.pbc = False
-    return out
 
 
 def _attach(atoms: Atoms, record: dict[str, Any], key: str) -> Atoms:
@@ -286,7 +279,7 @@ def label_structures(
                              "category": "geometry_invalid", "message": str(exc)})
             keys.append(None)
             continue
-        mol = _oracle_view(atoms)
+        mol = working_copy(atoms)  # as the oracle gets it, and as its key is made
         key = label_key(mol, cfg.charge, cfg.multiplicity, settings)
         keys.append(key)
         if key in records or key in jobs:

@@ -15,9 +15,15 @@ if TYPE_CHECKING:
 
 
 def distance_fingerprint(atoms: Atoms) -> np.ndarray:
-    """Sorted interatomic distances: invariant to translation, rotation and atom order."""
-    d = atoms.get_all_distances()
-    return np.sort(d[np.triu_indices(len(atoms), 1)])
+    """Sorted interatomic distances: invariant to translation, rotation and atom order.
+
+    A crystal's distances are to the nearest periodic images, followed by its three cell
+    lengths (Å), so two frames with the same atoms in different cells differ.
+    """
+    crystal = bool(np.all(atoms.pbc))
+    d = atoms.get_all_distances(mic=crystal)
+    fp = np.sort(d[np.triu_indices(len(atoms), 1)])
+    return np.concatenate([fp, atoms.cell.lengths()]) if crystal else fp
 
 
 def _near_any(fp: np.ndarray, references: list[np.ndarray], tol: float) -> bool:
