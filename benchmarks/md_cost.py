@@ -45,7 +45,7 @@ CRYSTALS = {"mil53_al": "data/01_raw/mil53_al/lp.extxyz"}
 class WithUncertainty(Calculator):
     """Committee mean plus the (unbiased) gradient-feature uncertainty at every step."""
 
-    implemented_properties = ["energy", "forces"]
+    implemented_properties = ["energy", "forces", "stress"]
 
     def __init__(self, committee: Committee, gf: GradientFeatureUncertainty):
         super().__init__()

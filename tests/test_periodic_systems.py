@@ -71,3 +71,17 @@ def test_cell_narrower_than_the_model_cutoff_names_the_supercell():
     with pytest.raises(SystemDefinitionError, match=r"repeat\(\(2, 2, 2\)\)") as err:
         check_cell(atoms, "small.extxyz", cutoff=5.2)
     assert str(err.value).startswith("small.extxyz: cell width 4.25 Å")
+
+
+def test_null_periodic_options_leave_the_campaign_identity_of_earlier_campaigns(tmp_path):
+    from reactive_al.checks import campaign_identity
+
+    atoms = bulk("MgO", "rocksalt", a=4.25, cubic=True).repeat((2, 2, 2))
+    rs = load_system("c", _system(tmp_path, atoms))
+    before = {"training": {"fit": {"max_epochs": 10}}, "selection": {"walkers": {"n_steps": 5}}}
+    null = {"training": {"fit": {"max_epochs": 10, "stress_weight": None}},
+            "selection": {"walkers": {"n_steps": 5, "pressures_bar": None}}}
+    npt = {"training": {"fit": {"max_epochs": 10, "stress_weight": None}},
+           "selection": {"walkers": {"n_steps": 5, "pressures_bar": [0, 2500]}}}
+    ids = [campaign_identity(p, rs)["campaign"] for p in (before, null, npt)]
+    assert ids[0] == ids[1] != ids[2]

@@ -267,15 +267,25 @@ def _digest(value: Any) -> str:
 
 #: Options added after campaigns existed, off when null: a null one is left out of the
 #: identity, so the campaigns made before it keep theirs.
-OPTIONS_OFF_WHEN_NULL = ("training.baseline", "training.pretrain")
+OPTIONS_OFF_WHEN_NULL = ("training.baseline", "training.pretrain", "training.fit.stress_weight",
+                         "selection.walkers.pressures_bar")
+
+
+def _without_null(block: Any, path: list[str]) -> Any:
+    """``block`` without the key at ``path`` when that key holds null (copies on the way)."""
+    if not isinstance(block, Mapping) or path[0] not in block:
+        return block
+    if len(path) == 1:
+        return block if block[path[0]] is not None else {
+            k: v for k, v in block.items() if k != path[0]}
+    return {**block, path[0]: _without_null(block[path[0]], path[1:])}
 
 
 def _result_settings(params: Mapping[str, Any]) -> dict[str, Any]:
     settings = {k: params.get(k) for k in RESULT_BLOCKS}
     for key in OPTIONS_OFF_WHEN_NULL:
-        block, name = key.split(".")
-        if isinstance(settings.get(block), Mapping) and settings[block].get(name, 0) is None:
-            settings[block] = {k: v for k, v in settings[block].items() if k != name}
+        block, *path = key.split(".")
+        settings[block] = _without_null(settings.get(block), path)
     return settings
 
 

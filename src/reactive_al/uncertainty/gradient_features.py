@@ -303,11 +303,7 @@ class GradientFeatureUncertainty:
         return self.feature_map
 
     def _chunks(self, frames: list[Atoms]):  # noqa: ANN202
-        """(frames, species, coords, cell) per model call.
-
-        Molecules come in batches of ``batch_size``; every crystal alone with its cell
-        (float64).
-        """
+        """(frames, species, coords, cell) per call: molecules batched, crystals one by one."""
         molecules = [a for a in frames if not np.all(a.pbc)]
         for start in range(0, len(molecules), self.batch_size):
             chunk = molecules[start:start + self.batch_size]
