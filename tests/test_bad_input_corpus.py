@@ -156,6 +156,13 @@ SYSTEMS = [
     Case("charge_multiplicity_parity", "are impossible with 3 electrons (parity)",
          _h3(multiplicity=1)),
     Case("multiplicity_zero", "spin multiplicity must be >= 1, got 0", _h3(multiplicity=0)),
+    Case("crystal_with_a_molecular_program", "program 'pyscf' labels molecules only",
+         {"system": "argon_fcc", "systems": {"argon_fcc": {"level_of_theory": {
+             "program": "pyscf", "method": "hf", "basis": "sto-3g"}}}}),
+    Case("crystal_narrower_than_the_cutoff", "is below the model's radial cutoff 6.0 Å",
+         {"system": "argon_fcc", "training": {"model": {"radial_cutoff": 6.0}}}),
+    Case("crystal_with_a_baseline", "training.baseline: not available for crystals yet",
+         {"system": "argon_fcc", "training": {"baseline": "xtb"}}),
     Case("charge_not_an_integer", "charge and multiplicity must be integers",
          _h3(charge="minus one")),
     Case("charge_leaves_no_electrons", "charge 5 leaves -2 electrons", _h3(charge=5)),

@@ -234,13 +234,19 @@ class ReactiveALHooks:
         systems = catalog.load("params:systems")
         try:
             rs = load_system(name, systems)
-            _check_roots(rs)
             if is_crystal(rs.reactant) and "params:training" in inputs:
                 from reactive_al.models import CommitteeSpec
 
-                model = (catalog.load("params:training") or {}).get("model") or {}
+                training = catalog.load("params:training") or {}
+                model = training.get("model") or {}
                 check_cell(rs.reactant, rs.reactant_file, cutoff=float(
                     model.get("radial_cutoff", CommitteeSpec.radial_cutoff)))
+                for option in ("baseline", "pretrain"):
+                    if training.get(option):
+                        raise SystemDefinitionError(
+                            f"conf/base/parameters_training.yml: training.{option}: not "
+                            f"available for crystals yet ({rs.name} is periodic); set null")
+            _check_roots(rs)
             if "params:data_engineering" in pipeline.inputs():
                 from reactive_al.oracles.reference import thermal_driver
 
