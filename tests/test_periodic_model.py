@@ -111,3 +111,21 @@ def test_training_on_stress_labels_learns_the_stress():
     assert "val_virial_rmse_ev_per_sqrt_atom" in committee.history
     # with the stress term the test stress error falls well below training without it
     assert errors[1.0] < 0.5 * errors[0.0], errors
+
+
+def test_precomputed_features_give_the_autograd_stress_of_crystals_and_molecules():
+    from reactive_al.models import frames_to_tensors
+    from reactive_al.models.committee import member_terms
+    from reactive_al.models.features import PrecomputedFeatures
+
+    torch.manual_seed(0)
+    model = build_model(CommitteeSpec(symbols=["H", "O", "Mg"], ensemble_size=2, hidden=[16]))
+    strained = _crystal(1).copy()
+    strained.set_cell(strained.cell * 1.02, scale_atoms=True)
+    t = frames_to_tensors([_crystal(1), molecule("H2O"), strained], with_labels=False)
+    fast = PrecomputedFeatures(model, t["species"], t["coordinates"], cells=t["cells"],
+                               periodic=t["periodic"]).terms(np.arange(3), False)
+    slow = member_terms(model, t, np.arange(3), False)
+    assert slow[2].abs().max() > 1e-3 and torch.all(slow[2][:, 1] == 0)
+    for a, b in zip(fast, slow, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)

@@ -90,14 +90,14 @@ def test_warm_start_learns_the_new_frames(frames, previous):
 def test_replay_mixes_old_frames_into_every_epoch(frames, previous, monkeypatch):
     """Each epoch trains on every new training frame plus a fresh sample of old ones."""
     seen: list[set[int]] = []
-    real = PrecomputedFeatures.energies_forces
+    real = PrecomputedFeatures.terms
 
     def spy(self, idx, create_graph):
         if create_graph:  # a training step (evaluation does not build the double-backward graph)
             seen.append({int(i) for i in idx})
         return real(self, idx, create_graph)
 
-    monkeypatch.setattr(PrecomputedFeatures, "energies_forces", spy)
+    monkeypatch.setattr(PrecomputedFeatures, "terms", spy)
     warm = train_committee(frames, SPEC, TrainingConfig(mode="warm_start", warm_start_epochs=6,
                                                         replay_fraction=0.5, **FAST),
                            previous=previous)

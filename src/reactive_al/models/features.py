@@ -37,49 +37,101 @@ class PrecomputedFeatures:
     """AEVs, their Jacobians and the fixed energy/forces of padded structures (Hartree, Å).
 
     ``species`` are atomic numbers (−1 padding, as :func:`~reactive_al.models.frames_to_tensors`
-    gives them) and ``coords`` [B, A, 3] in Å. ``chunk`` structures are processed at a time.
+    gives them) and ``coords`` [B, A, 3] in Å. ``chunk`` molecules are processed at a time.
+    With ``cells`` [B, 3, 3] (Å) and ``periodic`` [B] (bool) the crystals are processed one
+    by one in their cells, and the Jacobians of their AEVs with respect to a symmetric strain
+    ε of positions and cell give the stress, (1/V) ∂E/∂ε, in the same way as the forces.
     """
 
-    def __init__(self, model, species: Tensor, coords: Tensor, chunk: int = 64):  # noqa: ANN001
+    def __init__(self, model, species: Tensor, coords: Tensor, chunk: int = 64,  # noqa: ANN001
+                 cells: Tensor | None = None, periodic: Tensor | None = None):
         self.members = _members(model)
-        nnp = model.potentials["nnp"]
         self.elem = model.species_converter(species, nop=not model.periodic_table_index)
-        aevs, jacs, e_fixed, f_fixed = [], [], [], []
-        for start in range(0, len(species), chunk):
-            sl = slice(start, start + chunk)
-            sp, el = species[sl], self.elem[sl]
-            x = coords[sl].detach().clone().requires_grad_(True)
-            a = nnp.aev_computer(el, x, None, None)
-            # J by forward-mode products built from two reverse passes: g(u) = Jᵀu is linear
-            # in u, and ∂(g·v)/∂u = J v for each unit coordinate direction v
-            u = torch.zeros_like(a, requires_grad=True)
-            (g,) = torch.autograd.grad(a, x, grad_outputs=u, create_graph=True)
-            n_at = x.shape[1]
-            jac = a.new_zeros(*a.shape, n_at, 3)
-            for j in range(n_at):
+        n = len(species)
+        crystal = (periodic if periodic is not None else torch.zeros(n, dtype=torch.bool))
+        self.periodic = bool(crystal.any())
+        parts: dict[int, tuple] = {}
+        molecules = torch.nonzero(~crystal).flatten().tolist()
+        for start in range(0, len(molecules), chunk):
+            sl = molecules[start:start + chunk]
+            terms = self._terms(model, species[sl], coords[sl], None)
+            for k, i in enumerate(sl):
+                parts[i] = tuple(t[k:k + 1] for t in terms)
+        for i in torch.nonzero(crystal).flatten().tolist():
+            parts[i] = self._terms(model, species[i:i + 1], coords[i:i + 1], cells[i])
+        self.aevs, self.jac, self.jac_strain, self.e_fixed, self.f_fixed, self.s_fixed = (
+            torch.cat([parts[i][k] for i in range(n)]) for k in range(6))
+        if self.periodic:
+            # molecules have no cell: their strain Jacobian is zero, their volume 1
+            self.volumes = torch.where(crystal, torch.linalg.det(cells.double()).abs(),
+                                       1.0).to(coords.dtype)
+
+    def _terms(self, model, sp: Tensor, xyz: Tensor, cell: Tensor | None) -> tuple:  # noqa: ANN001
+        """AEVs, their position and strain Jacobians, and the fixed energy, forces, stress."""
+        nnp = model.potentials["nnp"]
+        el = model.species_converter(sp, nop=not model.periodic_table_index)
+        x = xyz.detach().clone().requires_grad_(True)
+        eps = torch.zeros((3, 3), dtype=xyz.dtype, requires_grad=True)
+        deform = torch.eye(3, dtype=xyz.dtype) + 0.5 * (eps + eps.T)
+        pbc = None if cell is None else torch.ones(3, dtype=torch.bool)
+
+        def strained() -> tuple[Tensor, Tensor | None]:
+            return (x, None) if cell is None else (x @ deform, cell @ deform)
+
+        a = nnp.aev_computer(el, *strained(), pbc)
+        # J by forward-mode products built from two reverse passes: g(u) = Jᵀu is linear
+        # in u, and ∂(g·v)/∂u = J v for each unit coordinate (or strain) direction v
+        u = torch.zeros_like(a, requires_grad=True)
+        wrt = (x,) if cell is None else (x, eps)
+        g = torch.autograd.grad(a, wrt, grad_outputs=u, create_graph=True)
+        n_at = x.shape[1]
+        jac = a.new_zeros(*a.shape, n_at, 3)
+        jac_strain = a.new_zeros(*a.shape, 3, 3)
+        for j in range(n_at):
+            for k in range(3):
+                v = torch.zeros_like(x)
+                v[:, j, k] = 1.0
+                (jv,) = torch.autograd.grad(g[0], u, grad_outputs=v, retain_graph=True)
+                jac[..., j, k] = jv
+        if cell is not None:
+            for j in range(3):
                 for k in range(3):
-                    v = torch.zeros_like(x)
-                    v[:, j, k] = 1.0
-                    (jv,) = torch.autograd.grad(g, u, grad_outputs=v, retain_graph=True)
-                    jac[..., j, k] = jv
-            # the fixed part: the whole model minus one member's network energy
-            y = coords[sl].detach().clone().requires_grad_(True)
-            total = model((sp, y), ensemble_values=True)[1][0]
-            fixed = total - self.members[0](el, nnp.aev_computer(el, y, None, None))
-            (grad,) = torch.autograd.grad(fixed.sum(), y)
-            aevs.append(a.detach())
-            jacs.append(jac.detach())
-            e_fixed.append(fixed.detach())
-            f_fixed.append(-grad)
-        self.aevs, self.jac = torch.cat(aevs), torch.cat(jacs)
-        self.e_fixed, self.f_fixed = torch.cat(e_fixed), torch.cat(f_fixed)
+                    v = torch.zeros_like(eps)
+                    v[j, k] = 1.0
+                    (jv,) = torch.autograd.grad(g[1], u, grad_outputs=v, retain_graph=True)
+                    jac_strain[..., j, k] = jv
+        # the fixed part: the whole model minus one member's network energy
+        x = xyz.detach().clone().requires_grad_(True)
+        eps = torch.zeros((3, 3), dtype=xyz.dtype, requires_grad=True)
+        deform = torch.eye(3, dtype=xyz.dtype) + 0.5 * (eps + eps.T)
+        y, c = strained()
+        total = model((sp, y), cell=c, pbc=pbc, ensemble_values=True)[1][0]
+        fixed = total - self.members[0](el, nnp.aev_computer(el, y, c, pbc))
+        grads = torch.autograd.grad(fixed.sum(), (x, eps), allow_unused=True)
+        s_fixed = (torch.zeros((len(sp), 3, 3), dtype=xyz.dtype) if cell is None or
+                   grads[1] is None else (grads[1] / torch.linalg.det(cell).abs())[None])
+        return (a.detach(), jac.detach(), jac_strain.detach(), fixed.detach(), -grads[0],
+                s_fixed.detach())
 
     def energies_forces(self, idx, create_graph: bool) -> tuple[Tensor, Tensor]:  # noqa: ANN001
         """Energies [M, b] (Hartree) and forces [M, b, A, 3] (Hartree/Å) of every member."""
+        e, f, _ = self.terms(idx, create_graph)
+        return e, f
+
+    def terms(self, idx, create_graph: bool):  # noqa: ANN001, ANN201
+        """Energies [M, b], forces [M, b, A, 3] and stress [M, b, 3, 3] of every member.
+
+        Hartree, Å; the stress (Hartree/Å³) is None without crystals, zero for molecules.
+        """
         a, el = self.aevs[idx], self.elem[idx]
         copies = [a.clone().requires_grad_(True) for _ in self.members]
         energies = torch.stack([net(el, c) for net, c in zip(self.members, copies,
                                                              strict=True)])
-        grads = torch.autograd.grad(energies.sum(), copies, create_graph=create_graph)
-        forces = -torch.einsum("mbid,bidjk->mbjk", torch.stack(grads), self.jac[idx])
-        return energies + self.e_fixed[idx], forces + self.f_fixed[idx]
+        grads = torch.stack(torch.autograd.grad(energies.sum(), copies,
+                                                create_graph=create_graph))
+        forces = -torch.einsum("mbid,bidjk->mbjk", grads, self.jac[idx])
+        stress = None
+        if self.periodic:
+            virial = torch.einsum("mbid,bidjk->mbjk", grads, self.jac_strain[idx])
+            stress = virial / self.volumes[idx][None, :, None, None] + self.s_fixed[idx]
+        return energies + self.e_fixed[idx], forces + self.f_fixed[idx], stress

@@ -282,11 +282,11 @@ def train_committee(
     n_atoms = (data["species"] >= 0).sum(1).double()
     # the AEVs and their Jacobians once for the whole run (the networks are all that train),
     # unless they would not fit in memory
-    # (crystals: one call per cell and the stress by the strain derivative, no precomputation)
+    # (crystals: each in its cell, with the strain Jacobians for the stress)
     periodic = "periodic" in data
-    features = (PrecomputedFeatures(model, data["species"], data["coordinates"])
-                if not periodic and jacobian_bytes(model, data["species"]) <= MAX_JACOBIAN_BYTES
-                else None)
+    features = (PrecomputedFeatures(model, data["species"], data["coordinates"],
+                                    cells=data.get("cells"), periodic=data.get("periodic"))
+                if jacobian_bytes(model, data["species"]) <= MAX_JACOBIAN_BYTES else None)
     stress_weight = 1.0 if cfg.stress_weight is None else float(cfg.stress_weight)
     if periodic:
         volumes = torch.linalg.det(data["cells"].double()).abs()
@@ -304,7 +304,7 @@ def train_committee(
         sp = data["species"][idx]
         s = None
         if features is not None:
-            e, f = features.energies_forces(idx, create_graph)
+            e, f, s = features.terms(idx, create_graph)
         else:
             e, f, s = member_terms(model, data, idx, create_graph)
         de = (e.double() - data["energies"][idx]) * Hartree / n_atoms[idx].sqrt()
