@@ -187,6 +187,14 @@ SYSTEMS = [
 ]
 
 PARAMETERS = [
+    Case("unknown_labeling_setting", "labeling: unknown settings ['bias'] (known: ",
+         {"labeling": {"bias": 1}}),
+    Case("unknown_training_fit_setting", "training.fit: unknown settings ['epochs']",
+         {"training": {"fit": {"epochs": 10}}}),
+    Case("unknown_walker_setting", "selection.walkers: unknown settings ['pressure_bar']",
+         {"selection": {"walkers": {"pressure_bar": 2500}}}),
+    Case("pressures_not_numbers", "pressures_bar: must be a non-empty list of pressures",
+         {"selection": {"walkers": {"pressures_bar": ["high"]}}}),
     Case("unknown_strategy", "selection.strategy: unknown strategy 'best' (registered: top_k",
          {"selection": {"strategy": "best"}}),
     Case("unknown_uncertainty", "unknown uncertainty 'comittee'",

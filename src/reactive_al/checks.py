@@ -126,15 +126,54 @@ def _pretrain(v: Any) -> str | None:
     return _baseline(v.get("level", "xtb"))
 
 
+def _known(settings: str, extra: tuple[str, ...] = ()) -> Callable[[Any], str | None]:
+    """Check: a mapping whose keys are fields of the settings dataclass ``module:Class``.
+
+    The class is imported when a value is checked (its module may import torch).
+    """
+    def check(v: Any) -> str | None:
+        import dataclasses
+        import importlib
+
+        if not isinstance(v, Mapping):
+            return "must be a mapping of settings"
+        module, name = settings.split(":")
+        known = {f.name for f in dataclasses.fields(getattr(importlib.import_module(module),
+                                                              name))} | set(extra)
+        unknown = sorted(set(v) - known)
+        return f"unknown settings {unknown} (known: {', '.join(sorted(known))})" if unknown \
+            else None
+
+    return check
+
+
+def _pressures(v: Any) -> str | None:
+    if v is None:
+        return None
+    if (not isinstance(v, list | tuple) or not v
+            or not all(isinstance(p, int | float) and not isinstance(p, bool)
+                       and math.isfinite(p) for p in v)):
+        return "must be a non-empty list of pressures in bar (or null)"
+    return None
+
+
 #: (dotted key, check, parameters file) — a key absent from the parameters is not checked.
 RULES: tuple[tuple[str, Callable[[Any], str | None], str], ...] = (
     ("active_learning.n_iterations", POSITIVE_INT, "parameters_active_learning.yml"),
+    ("labeling", _known("reactive_al.oracles.labeling:LabelingConfig"),
+     "parameters_labeling.yml"),
     ("labeling.scheduler", _scheduler, "parameters_labeling.yml"),
     ("labeling.n_workers", POSITIVE_INT, "parameters_labeling.yml"),
     ("labeling.omp_threads", POSITIVE_INT, "parameters_labeling.yml"),
     ("labeling.timeout_s", _number(0.0, optional=True), "parameters_labeling.yml"),
     ("labeling.min_distance", POSITIVE, "parameters_labeling.yml"),
     ("labeling.max_failure_fraction", FRACTION, "parameters_labeling.yml"),
+    ("training.model", _known("reactive_al.models.committee:CommitteeSpec"),
+     "parameters_training.yml"),
+    ("training.fit", _known("reactive_al.models.training:TrainingConfig"),
+     "parameters_training.yml"),
+    ("training.fit.stress_weight", _number(0.0, closed_low=True, optional=True),
+     "parameters_training.yml"),
     ("training.model.ensemble_size", POSITIVE_INT, "parameters_training.yml"),
     ("training.model.radial_cutoff", POSITIVE, "parameters_training.yml"),
     ("training.model.angular_cutoff", POSITIVE, "parameters_training.yml"),
@@ -154,6 +193,9 @@ RULES: tuple[tuple[str, Callable[[Any], str | None], str], ...] = (
     ("training.fit.max_minutes", _number(0.0, optional=True), "parameters_training.yml"),
     ("training.baseline", _baseline, "parameters_training.yml"),
     ("training.pretrain", _pretrain, "parameters_training.yml"),
+    ("selection.walkers", _known("reactive_al.exploration.md:WalkerConfig", ("bias",)),
+     "parameters_selection.yml"),
+    ("selection.walkers.pressures_bar", _pressures, "parameters_selection.yml"),
     ("selection.walkers.temperatures_K", _temperatures, "parameters_selection.yml"),
     ("selection.walkers.n_steps", POSITIVE_INT, "parameters_selection.yml"),
     ("selection.walkers.timestep_fs", POSITIVE, "parameters_selection.yml"),
