@@ -9,6 +9,7 @@ existing scheduler address.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import logging
 import os
@@ -164,17 +165,28 @@ def dask_client(cfg: LabelingConfig):
     return client
 
 
+#: seconds a client or cluster may take to close at exit before the process goes on without it
+CLOSE_TIMEOUT_S = 30
+
+
 def close_clients() -> None:
-    """Shut down the clusters this process started (quietly: shutdown is not news)."""
+    """Shut down the clusters this process started (quietly: shutdown is not news).
+
+    Each close has a time limit and its errors are ignored: at exit, a worker whose batch job
+    was cancelled can leave a connection that never closes (seen once: a finished labeling run
+    hung in this callback), and a hung exit must not undo a finished run.
+    """
     for name in ("distributed", "distributed.scheduler", "distributed.nanny",
                  "distributed.core", "distributed.worker"):
         logging.getLogger(name).setLevel(logging.ERROR)
     while _CLIENTS:
         _, client = _CLIENTS.popitem()
         cluster = client.cluster
-        client.close()
+        with contextlib.suppress(Exception):
+            client.close(timeout=CLOSE_TIMEOUT_S)
         if cluster is not None:
-            cluster.close()
+            with contextlib.suppress(Exception):
+                cluster.close(timeout=CLOSE_TIMEOUT_S)
             _delete_certificates(cluster)
 
 
