@@ -7,12 +7,13 @@ from ase.build import bulk
 from ase.calculators.calculator import PropertyNotImplementedError
 
 from reactive_al.datasets.extxyz import ExtXYZDataset
-from reactive_al.oracles import OracleError, labeling
+from reactive_al.oracles import OracleError
 from reactive_al.oracles.cache import LabelCache
 from reactive_al.oracles.labeling import LabelingConfig, label_structures
 from reactive_al.oracles.xtb import XTBLevel, xtb_single_point
 
 from .conftest import HF_STO3G, water
+from .test_labeling import count_qm_calls
 
 GFN1 = {"program": "xtb", "method": "gfn1-xtb"}
 #: symmetric strain of the finite differences
@@ -25,19 +26,6 @@ def _cfg(tmp_path, level=GFN1, **kw) -> LabelingConfig:
     return LabelingConfig(charge=0, multiplicity=1, level=level,
                           cache_path=str(tmp_path / "cache.db"), scheduler="synchronous",
                           progress=False, **kw)
-
-
-def count_qm_calls(monkeypatch) -> list:
-    """Record every QM calculation the labeling layer starts (in this process)."""
-    calls: list = []
-    real = labeling.compute_label
-
-    def counting(*args, **kwargs):
-        calls.append(1)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(labeling, "compute_label", counting)
-    return calls
 
 
 def mgo() -> Atoms:
