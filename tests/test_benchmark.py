@@ -12,7 +12,6 @@ from ase.io import read
 from reactive_al import __main__ as cli
 from reactive_al.benchmark import (
     _check_budget,
-    _flatten,
     budget_overrides,
     campaign_catalog,
     campaign_params,
@@ -54,7 +53,8 @@ def test_labels_to_reach_interpolates_between_iterations():
 
 
 def test_method_overrides_become_nested_kedro_params():
-    flat = _flatten({"selection": {"strategy": "max_det", "walkers": {"bias": {"enabled": True}}}})
+    flat = flatten({"selection": {"strategy": "max_det", "walkers": {"bias": {"enabled": True}}}},
+                   sep=".")
     assert flat == {"selection.strategy": "max_det", "selection.walkers.bias.enabled": True}
     assert param_arg(flat) == "selection.strategy=max_det,selection.walkers.bias.enabled=true"
 

@@ -45,6 +45,7 @@ from reactive_al.evaluation.comparison import (
     phi_psi,
     seed_overrides,
 )
+from reactive_al.evaluation.volumes import form_volumes
 from reactive_al.nested import flatten, get_path
 from reactive_al.settings import load_catalog, load_parameters
 
@@ -54,11 +55,6 @@ log = logging.getLogger(__name__)
 REPORT_DIR = Path("data/08_reporting")
 #: Iterations looked up in a campaign (more than any campaign runs).
 MAX_ITERATIONS = 100
-
-
-def _flatten(overrides: dict[str, Any]) -> dict[str, Any]:
-    """Nested parameter overrides as the dotted keys of ``kedro run --params``."""
-    return flatten(overrides, sep=".")
 
 
 def param_arg(params: dict[str, Any]) -> str:
@@ -121,11 +117,11 @@ def campaign_params(params: dict[str, Any], system: str, root: Path, seed: int =
                            "seed_root": str(seed_root(root, seed))}
     if method is not None:
         out["campaign_root"] = str(seed_root(root, seed) / method)
-    out.update(_flatten((bench.get("systems", {}) or {}).get(system, {}).get("params", {})))
+    out.update(flatten((bench.get("systems", {}) or {}).get(system, {}).get("params", {}), sep="."))
     out.update(budget or {})
     if method is not None:
         method_params = bench["methods"][method].get("params", {}) or {}
-        out.update(_flatten(method_params))
+        out.update(flatten(method_params, sep="."))
         if "training" in method_params:
             out["model_root"] = out["campaign_root"]
     if level is not None:
@@ -178,7 +174,8 @@ def run_benchmark(
     all_methods: dict[str, Any] = bench.get("methods", {})
     if not all_methods:
         raise ValueError("conf/base/parameters_benchmark.yml: no benchmark.methods defined")
-    chosen = methods or [m for m, d in all_methods.items() if (d or {}).get("default", True)]
+    chosen = methods or ((bench.get("systems") or {}).get(system) or {}).get("methods") or [
+        m for m, d in all_methods.items() if (d or {}).get("default", True)]
     unknown = sorted(set(chosen) - set(all_methods))
     if unknown:
         raise ValueError(f"conf/base/parameters_benchmark.yml: unknown methods {unknown} "
@@ -334,6 +331,7 @@ def write_comparison(
     params = load_parameters(project, env) if params is None else params
     seeds = list(seeds or [0])
     ramachandran = bool(reporting_options(params, system).get("ramachandran", False))
+    forms = form_volumes(system, params.get("systems", {}), project)  # crystals: explored V
     shared = campaign_catalog(project, root, None, env)
     ref_stats = (shared.load("reference_path_stats")
                  if shared.exists("reference_path_stats") else None)
@@ -349,7 +347,7 @@ def write_comparison(
                 continue
             table, complete = _curve_table(catalog, seed_root(root, s) / method)
             frames = _explored_frames(catalog)
-            res = method_result(table, complete, frames, ramachandran=ramachandran)
+            res = method_result(table, complete, frames, ramachandran=ramachandran, forms=forms)
             res["description"] = definitions[method].get("description", "")
             res["wall_time_s"] = seed_timing.get(method)
             results[method] = res

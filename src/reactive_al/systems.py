@@ -53,6 +53,9 @@ class ReactionSystem:
     #: optional band seeds: a transition-state guess and ordered intermediates (same atoms)
     ts_guess: Atoms | None = None
     intermediates: tuple[Atoms, ...] = ()
+    #: crystals: another form of the same atoms (e.g. a narrow-pore framework) that only the
+    #: held-out test set visits, along the cell path to it, and that path's settings
+    test_path: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -223,6 +226,39 @@ def _checked_geometry(path: Path, charge: int, multiplicity: int, min_distance: 
     return atoms
 
 
+#: ``test_path`` settings: interior images, test frames per image, fixed-cell relaxation
+TEST_PATH_DEFAULTS = {"n_images": 4, "n_per_image": 3, "relax_steps": 15, "relax_fmax": 0.2}
+
+
+def _test_path(spec: Any, reactant: Atoms, same_atoms: Any, where: str) -> dict[str, Any] | None:
+    """The checked ``test_path`` of a crystal, or None.
+
+    ``{"to": Atoms, "name": the file's stem, **TEST_PATH_DEFAULTS}`` (counts; fmax in eV/Å).
+    """
+    if spec is None:
+        return None
+    if not isinstance(spec, Mapping) or "to" not in spec:
+        raise SystemDefinitionError(f"{where}: a mapping with 'to' (a geometry file) and "
+                                    f"optionally {', '.join(TEST_PATH_DEFAULTS)}")
+    unknown = sorted(set(spec) - {"to", *TEST_PATH_DEFAULTS})
+    if unknown:
+        raise SystemDefinitionError(f"{where}: unknown keys {unknown} (known: to, "
+                                    f"{', '.join(TEST_PATH_DEFAULTS)})")
+    if not is_crystal(reactant):
+        raise SystemDefinitionError(f"{where}: a cell path needs a crystal reactant")
+    out: dict[str, Any] = {**TEST_PATH_DEFAULTS, "to": same_atoms(str(spec["to"])),
+                           "name": Path(str(spec["to"])).stem}
+    if not is_crystal(out["to"]):
+        raise SystemDefinitionError(f"{where}: {spec['to']} is not a crystal (cell and pbc)")
+    for key, default in TEST_PATH_DEFAULTS.items():
+        value = spec.get(key, default)
+        kind = float if isinstance(default, float) else int
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            raise SystemDefinitionError(f"{where}.{key}: a non-negative number, got {value!r}")
+        out[key] = kind(value)
+    return out
+
+
 def load_system(
     name: str,
     systems: dict[str, dict[str, Any]],
@@ -297,8 +333,10 @@ def load_system(
                 f"{where_conf}.level_of_theory: program '{level.program}' labels molecules "
                 f"only, and {reactant_path} is a crystal (cell and pbc); use program: xtb "
                 "(method: gfn1-xtb) for periodic systems")
+    test_path = _test_path(spec.get("test_path"), reactant, same_atoms, f"{where_conf}.test_path")
     known_keys = {"reactant", "product", "charge", "multiplicity", "level_of_theory", "description",
-                  "ts_guess", "intermediates", "reactant_smiles", "product_smiles", "smiles"}
+                  "ts_guess", "intermediates", "reactant_smiles", "product_smiles", "smiles",
+                  "test_path"}
     return ReactionSystem(
         name=name,
         reactant=reactant,
@@ -311,5 +349,6 @@ def load_system(
         product_file=product_path,
         ts_guess=ts_guess,
         intermediates=intermediates,
+        test_path=test_path,
         extra={k: v for k, v in spec.items() if k not in known_keys},
     )

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 from ase import Atoms
 
+from reactive_al.evaluation.volumes import volume_exploration, volume_lines
 from reactive_al.nested import get_path
 
 #: Columns of a campaign's learning curve copied into the benchmark result.
@@ -28,6 +29,7 @@ CURVE_COLUMNS = {
     "n_labels": "n_labels",
     "test/force_mae_ev_per_a": "force_mae_ev_per_a",
     "test/force_rmse_ev_per_a": "force_rmse_ev_per_a",
+    "test/stress_mae_gpa": "stress_mae_gpa",
     "test/energy_mae_mev_per_atom": "energy_mae_mev_per_atom",
     "test/path/force_mae_ev_per_a": "path_force_mae_ev_per_a",
     "test/neb/barrier_error_kcal_mol": "neb_barrier_error_kcal_mol",
@@ -45,13 +47,15 @@ CURVE_COLUMNS = {
     "test/md_stability/median_steps": "md_stability_median_steps",
 }
 
-#: Per-subset test force MAE of a learning curve (``test/<subset>/force_mae_ev_per_a``), copied
-#: as ``<subset>_force_mae_ev_per_a`` (the path subset is ``path_force_mae_ev_per_a``).
-SUBSET_FORCE_MAE = re.compile(r"^test/([^/]+)/force_mae_ev_per_a$")
+#: Per-subset test errors of a learning curve (``test/<subset>/force_mae_ev_per_a``, and the
+#: energy and, for crystals, stress MAE), copied as ``<subset>_force_mae_ev_per_a`` etc. (the
+#: path subset's force MAE is ``path_force_mae_ev_per_a``).
+SUBSET_METRICS = ("force_mae_ev_per_a", "energy_mae_mev_per_atom", "stress_mae_gpa")
+SUBSET_FORCE_MAE = re.compile(rf"^test/([^/]+)/({'|'.join(SUBSET_METRICS)})$")
 
-#: Curve columns averaged over seeds (with every ``<subset>_force_mae_ev_per_a``).
+#: Curve columns averaged over seeds (with every subset's :data:`SUBSET_METRICS`).
 AGGREGATED = ("force_mae_ev_per_a", "energy_mae_mev_per_atom", "neb_barrier_error_kcal_mol",
-              "force_spearman")
+              "force_spearman", "stress_mae_gpa")
 
 #: Panels of the comparison's learning-curve figure: curve column → y-axis label.
 CURVE_PANELS = {
@@ -99,19 +103,22 @@ def phi_psi(frames: Sequence[Atoms]) -> np.ndarray:
 
 
 def method_result(table: pd.DataFrame, complete: bool, explored: Sequence[Atoms],
-                  ramachandran: bool = False) -> dict[str, Any]:
+                  ramachandran: bool = False,
+                  forms: Mapping[str, float] | None = None) -> dict[str, Any]:
     """One method's entry of the comparison.
 
     ``table`` is the campaign's learning curve (columns as written by the campaign, see
     :data:`CURVE_COLUMNS`), ``complete`` whether the campaign finished, ``explored`` the
     candidate frames its exploration produced; with ``ramachandran`` (a system's
-    ``reporting.ramachandran``) their quadtree coverage of the φ/ψ plane is added.
+    ``reporting.ramachandran``) their quadtree coverage of the φ/ψ plane is added; with a
+    crystal's ``forms`` (volumes, Å³) the volumes they span (``explored_volume``,
+    :func:`~reactive_al.evaluation.volumes.volume_exploration`).
     """
     cols = {k: v for k, v in CURVE_COLUMNS.items() if k in table}
     for k in table:
         match = SUBSET_FORCE_MAE.match(k)
         if match and k not in cols:
-            cols[k] = f"{match.group(1)}_force_mae_ev_per_a"
+            cols[k] = f"{match.group(1)}_{match.group(2)}"
     curve = table[list(cols)].rename(columns=cols)
     last = curve.iloc[-1]
     out: dict[str, Any] = {
@@ -128,6 +135,8 @@ def method_result(table: pd.DataFrame, complete: bool, explored: Sequence[Atoms]
         from reactive_al.evaluation.ramachandran import quadtree_coverage
 
         out["ramachandran_coverage"] = quadtree_coverage(phi_psi(explored))
+    if forms:
+        out["explored_volume"] = volume_exploration(explored, forms)
     return out
 
 
@@ -212,6 +221,7 @@ def markdown_summary(out: dict[str, Any]) -> str:
     if unfinished:
         lines += ["", f"Stopped before the last iteration (their last evaluated iteration is "
                       f"shown): {', '.join(unfinished)}."]
+    lines += volume_lines(out["methods"])
     lines += ["", f"{out.get('parallel_campaigns', 1)} campaign(s) ran at the same time."]
     if len(out.get("seeds", [])) > 1:
         lines += ["", *seeds_summary(out)]
@@ -362,11 +372,11 @@ def aggregate_seeds(by_seed: Mapping[int, Mapping[str, Mapping[str, Any]]],
     Curves are aligned by iteration (the same label count unless a label failed or a pick
     was a duplicate; ``n_labels`` is the mean, ``n_labels_per_seed`` each seed's). Per method
     and iteration: per-seed values, mean, std, min and max of the :data:`AGGREGATED` columns
-    and of each subset's force MAE; per seed, with the same statistics: the labels to reach
-    the reference method's mean final force MAE (all test frames and the path subset; the
-    final point of its mean curve), the acquired labels that is as a fraction of the
-    reference's, the labels until the NEB barrier is within 1 kcal/mol, Ramachandran coverage
-    and wall time (s).
+    and of each subset's errors; per seed, with the same statistics: the labels to reach the
+    reference method's mean final force MAE (all test frames and the path subset; the final
+    point of its mean curve), the acquired labels that is as a fraction of the reference's,
+    the labels until the NEB barrier is within 1 kcal/mol, Ramachandran coverage, a crystal's
+    explored volume range (Å³) and wall time (s).
     """
     methods = list(dict.fromkeys(m for results in by_seed.values() for m in results))
     agg: dict[str, Any] = {}
@@ -374,7 +384,7 @@ def aggregate_seeds(by_seed: Mapping[int, Mapping[str, Mapping[str, Any]]],
         runs = {s: res[method] for s, res in by_seed.items() if method in res}
         curves = {s: r["curve"] for s, r in runs.items()}
         cols = [c for c in dict.fromkeys(k for c in curves.values() for k in c)
-                if c in AGGREGATED or c.endswith("_force_mae_ev_per_a")]
+                if c in AGGREGATED or c.endswith(SUBSET_METRICS)]
         n_labels = _curve_stats(curves, "n_labels")
         agg[method] = {
             "seeds": [int(s) for s in runs],
@@ -388,6 +398,9 @@ def aggregate_seeds(by_seed: Mapping[int, Mapping[str, Mapping[str, Any]]],
         if any("ramachandran_coverage" in r for r in runs.values()):
             agg[method]["ramachandran_coverage"] = spread(
                 {s: r.get("ramachandran_coverage") for s, r in runs.items()})
+        if any("explored_volume" in r for r in runs.values()):
+            agg[method]["explored_volume_A3"] = {k: spread(
+                {s: r["explored_volume"][k] for s, r in runs.items()}) for k in ("min", "max")}
     ref = agg.get(reference_method)
     targets = {}
     if ref is not None:

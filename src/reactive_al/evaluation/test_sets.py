@@ -26,7 +26,8 @@ def subset_stats(frames: Sequence[Atoms]) -> dict[str, Any]:
     over the frames of the mean kinetic temperature of their run, K), both mappings keyed by
     the set temperature when a subset (a basin) holds several; basin subsets add
     ``basin_phi_psi_deg`` (the target), ``mean_phi_psi_deg`` (circular mean of the frames) and
-    ``max_deviation_deg`` (the largest |φ − φ₀| or |ψ − ψ₀| of a frame, wrapped).
+    ``max_deviation_deg`` (the largest |φ − φ₀| or |ψ − ψ₀| of a frame, wrapped); crystal
+    subsets add ``volume_A3`` (smallest and largest cell volume, Å³).
     """
     by_subset: dict[str, list[Atoms]] = {}
     for a in frames:
@@ -37,6 +38,9 @@ def subset_stats(frames: Sequence[Atoms]) -> dict[str, Any]:
             "n": len(group),
             "origins": dict(Counter(str(a.info.get("origin", "unknown")) for a in group))}
         entry.update(_temperatures(group))
+        volumes = [a.get_volume() for a in group if a.pbc.all()]
+        if volumes:  # crystals: the cell volumes (Å³) the subset spans
+            entry["volume_A3"] = [round(float(min(volumes)), 1), round(float(max(volumes)), 1)]
         angles = np.array([np.asarray(a.info["phi_psi_deg"], dtype=float) for a in group
                            if "phi_psi_deg" in a.info]).reshape(-1, 2)
         if len(angles):
@@ -78,6 +82,8 @@ def subset_lines(stats: dict[str, Any]) -> list[str]:
                 f"{m:.0f} K (set {t} K)" for t, m in kinetic.items())
         elif kinetic is not None:
             line += f", mean kinetic temperature {kinetic:.0f} K (set {s['md_temperature_K']:g} K)"
+        if "volume_A3" in s:
+            line += f", cell volume {s['volume_A3'][0]:.0f}-{s['volume_A3'][1]:.0f} A^3"
         if "basin_phi_psi_deg" in s:
             line += (f", mean (phi, psi) = ({s['mean_phi_psi_deg'][0]:.0f}, "
                      f"{s['mean_phi_psi_deg'][1]:.0f}) deg for target "

@@ -20,6 +20,10 @@ NONBOND_RANGE = 3.5
 #: crystals: standard deviation of the random symmetric strain of each displaced sample (the
 #: cell varies too, so the labels carry stress information)
 CRYSTAL_STRAIN = 0.02
+#: crystals: largest atomic displacement (Å) of a normal-mode sample. The spring model has no
+#: angle terms, so a framework's librations (an O–H or C–H turning about its bond) are nearly
+#: free and a thermal draw along them can crush a bond; a larger sample is scaled down to this.
+CRYSTAL_MODE_MAX_DISPLACEMENT = 0.3
 
 
 def _tagged(atoms: Atoms, origin: str, subset: str) -> Atoms:
@@ -156,16 +160,40 @@ def normal_mode_perturbations(
     Each mode coordinate q_k is drawn from N(0, k_B T / ω_k²), so stiff bonds move little and
     soft modes (the ion–molecule distance, bends) move more, as they would at ``temperature_K``.
     ``modes`` = (ω², vectors) from :func:`modes_from_hessian`, e.g. of the current model.
+    A crystal's samples move no atom by more than :data:`CRYSTAL_MODE_MAX_DISPLACEMENT`.
     """
     w2, modes = harmonic_modes(atoms) if modes is None else modes
+    cap = CRYSTAL_MODE_MAX_DISPLACEMENT if is_crystal(atoms) else np.inf
     frames = []
     for _ in range(n):
         q = rng.normal(0.0, np.sqrt(kB * temperature_K / w2))
         a = _tagged(atoms, f"{subset}/{origin}", subset)
         # modes are orthonormal in mass-weighted space; q is in Å·√amu
-        a.positions += np.tensordot(q, modes, axes=1)
+        step = np.tensordot(q, modes, axes=1)
+        largest = float(np.linalg.norm(step, axis=1).max())
+        a.positions += step * min(1.0, cap / largest) if largest > 0 else step
         frames.append(a)
     return frames
+
+
+def cell_path(start: Atoms, end: Atoms, n_images: int) -> list[Atoms]:
+    """Crystals: ``n_images`` interior images between two forms of the same atoms.
+
+    The cell matrix and the fractional coordinates are interpolated linearly (each atom's
+    fractional step wrapped to the nearest image, so no atom crosses the cell). Images are
+    tagged ``origin`` ``cell_path`` and keep ``start``'s identity.
+    """
+    frac0 = start.get_scaled_positions(wrap=False)
+    dfrac = end.get_scaled_positions(wrap=False) - frac0
+    dfrac -= np.round(dfrac)
+    images = []
+    for k in range(1, n_images + 1):
+        t = k / (n_images + 1)
+        a = _tagged(start, "cell_path", "cell_path")
+        a.set_cell((1 - t) * start.cell.array + t * end.cell.array)
+        a.set_scaled_positions(frac0 + t * dfrac)
+        images.append(a)
+    return images
 
 
 def idpp_path(reactant: Atoms, product: Atoms, n_images: int,

@@ -13,7 +13,13 @@ from reactive_al.evaluation.ramachandran import alanine_dipeptide_phi_psi_indice
 from reactive_al.evaluation.test_sets import subset_lines, subset_stats
 from reactive_al.exploration.band import DEFAULT_BAND_MIN_DISTANCE, build_band
 from reactive_al.exploration.basins import BASIN_MD_DEFAULTS, basin_frames, parse_basins
-from reactive_al.exploration.structures import idpp_path, path_perturbations, structure_set
+from reactive_al.exploration.structures import (
+    cell_path,
+    idpp_path,
+    path_perturbations,
+    random_displacements,
+    structure_set,
+)
 from reactive_al.oracles.labeling import LabelingConfig
 from reactive_al.oracles.reference import (
     driver_factory,
@@ -97,13 +103,15 @@ def build_structure_sets(
     Its path subset is the QM NEB ``reference`` path (interior images) and perturbations of
     them; its thermal subsets come from MD in the wells (``params["thermal"]``); its basin
     subsets (``params["test"]["basins"]``, none by default) from MD in dihedral basins
-    (:func:`reactive_al.exploration.basins.basin_frames`). MD seeds are the end points and a
-    few IDPP images (unlabeled starting points).
+    (:func:`reactive_al.exploration.basins.basin_frames`); a crystal's ``test_path`` subsets
+    from the cell path to its other form (:func:`_cell_path_test_frames`). MD seeds are the
+    end points and a few IDPP images (unlabeled starting points).
     """
     rs = load_system(system, systems)
-    # a fourth stream for the basins: the first three are those of before (same test set)
-    rng_init, rng_test, rng_md, rng_basin = (np.random.default_rng(s) for s in
-                                             np.random.SeedSequence(params["seed"]).spawn(4))
+    # streams 4 and 5 for the basins and the cell path: the first three are those of before
+    # (a SeedSequence's k-th child does not depend on how many are spawned)
+    rng_init, rng_test, rng_md, rng_basin, rng_cell = (
+        np.random.default_rng(s) for s in np.random.SeedSequence(params["seed"]).spawn(5))
     common = {"sigma": params["sigma"], "temperature_K": params["temperature_K"]}
     initial = structure_set(rs.reactant, rs.product, rng=rng_init, **params["initial"], **common)
     test_params = {k: v for k, v in params["test"].items() if k not in BASIN_KEYS}
@@ -118,6 +126,7 @@ def build_structure_sets(
                                    origin="path/qm_neb_displaced")
     test += _thermal_test_frames(rs, params.get("thermal"), rng_md)
     test += _basin_test_frames(rs, params["test"], params.get("thermal"), rng_basin)
+    test += _cell_path_test_frames(rs, params["sigma"], rng_cell)
     seeds = [rs.reactant.copy()] + ([rs.product.copy()] if rs.product is not None else [])
     seeds[0].info = {"origin": "reactant", "subset": "reactant"}
     if rs.product is not None:
@@ -151,6 +160,39 @@ def _thermal_test_frames(rs, thermal: dict[str, Any] | None, rng: np.random.Gene
                           n_steps=int(thermal.get("n_steps", 600)),
                           timestep_fs=float(thermal.get("timestep_fs", 0.5)),
                           subset_names=names)
+
+
+def _cell_path_test_frames(rs, sigma: float, rng: np.random.Generator) -> list[Atoms]:
+    """Held-out frames between a crystal's two forms (its ``test_path``; none without one).
+
+    Each interior image of :func:`~reactive_al.exploration.structures.cell_path` is relaxed in
+    its fixed cell on the system's own level (``relax_steps`` BFGS steps to ``relax_fmax``
+    eV/Å), so it is near that level's minimum at its volume; it and ``n_per_image``
+    displaced, strained copies of it (``sigma`` Å) form subset ``cell_path_<k>``; the other
+    form and its copies are subset ``<stem of its file>``.
+    """
+    spec = rs.test_path
+    if not spec:
+        return []
+    from ase.optimize import BFGS
+
+    make = driver_factory(rs.charge, rs.multiplicity, rs.level)
+    end_name = spec["name"]
+    images = cell_path(rs.reactant, spec["to"], spec["n_images"])
+    end = spec["to"].copy()
+    end.info = {"origin": "cell_path", "subset": end_name}
+    frames: list[Atoms] = []
+    for k, image in enumerate([*images, end], start=1):
+        name = end_name if image is end else f"cell_path_{k}"
+        if image is not end and spec["relax_steps"]:
+            image.calc = make()
+            BFGS(image, logfile=None).run(fmax=spec["relax_fmax"], steps=spec["relax_steps"])
+            image.calc = None
+        image.info.update({"subset": name, "origin": f"{name}/relaxed"})
+        frames += [image, *random_displacements(image, spec["n_per_image"], sigma, rng, name)]
+    log.info("test pool: cell path of %d images to %s: volumes %s Å³", len(images) + 1, end_name,
+             ", ".join(f"{a.get_volume():.0f}" for a in [*images, end]))
+    return frames
 
 
 def _basin_test_frames(rs, test: dict[str, Any], thermal: dict[str, Any] | None,
