@@ -38,8 +38,6 @@ from reactive_al.evaluation.comparison import (
     compare,
     iteration_row,
     jsonable,
-    learning_curve_bands,
-    learning_curve_panels,
     markdown_summary,
     method_result,
     phi_psi,
@@ -101,6 +99,16 @@ def budget_overrides(params: dict[str, Any], iterations: int | None = None,
             if (a if a is not None else b) is not None}
 
 
+def _by_reference(overrides: dict[str, Any] | None, where: str) -> dict[str, Any]:
+    """Nested overrides as dotted keys; a list becomes an interpolation of its ``where`` entry.
+
+    ``kedro run --params`` splits its values on commas, so a list (e.g. NPT pressures) reaches
+    the run as ``${<where>.<key>}``, resolved against the project's parameters.
+    """
+    return {k: f"${{{where}.{k}}}" if isinstance(v, list | tuple) else v
+            for k, v in flatten(overrides or {}, sep=".").items()}
+
+
 def campaign_params(params: dict[str, Any], system: str, root: Path, seed: int = 0,
                     method: str | None = None, level: str | None = None,
                     budget: dict[str, int] | None = None) -> dict[str, Any]:
@@ -117,11 +125,12 @@ def campaign_params(params: dict[str, Any], system: str, root: Path, seed: int =
                            "seed_root": str(seed_root(root, seed))}
     if method is not None:
         out["campaign_root"] = str(seed_root(root, seed) / method)
-    out.update(flatten((bench.get("systems", {}) or {}).get(system, {}).get("params", {}), sep="."))
+    out.update(_by_reference(((bench.get("systems") or {}).get(system) or {}).get("params"),
+                             f"benchmark.systems.{system}.params"))
     out.update(budget or {})
     if method is not None:
         method_params = bench["methods"][method].get("params", {}) or {}
-        out.update(flatten(method_params, sep="."))
+        out.update(_by_reference(method_params, f"benchmark.methods.{method}.params"))
         if "training" in method_params:
             out["model_root"] = out["campaign_root"]
     if level is not None:
@@ -351,7 +360,7 @@ def write_comparison(
             res["description"] = definitions[method].get("description", "")
             res["wall_time_s"] = seed_timing.get(method)
             results[method] = res
-            if ramachandran and s == seeds[0]:
+            if (ramachandran or forms) and s == seeds[0]:
                 explored[method] = frames
         by_seed[s] = compare(system, results, seed_timing, ref_stats, reference_method)
     name = comparison_name(system, level)
@@ -369,37 +378,18 @@ def write_comparison(
     path = report_dir / f"benchmark_{name}.json"
     path.write_text(json.dumps(out, indent=1, default=jsonable))
     (report_dir / f"benchmark_{name}.md").write_text(markdown_summary(out))
-    _plots(name, out, explored, report_dir)
-    log.info("wrote %s", path)
-    return out
-
-
-def _plots(name: str, out: dict[str, Any], explored: dict[str, list],
-           report_dir: Path) -> None:
-    """Learning curves (mean ± std bands over several seeds) and Ramachandran maps."""
     import matplotlib.pyplot as plt
 
     from reactive_al.evaluation import plots  # selects the Agg backend before any figure
 
-    if len(out["seeds"]) > 1:
-        panels, bands = learning_curve_bands(out["aggregate"])
-    else:
-        panels, bands = learning_curve_panels(out["methods"]), None
-    fig = plots.learning_curves(panels, bands=bands)
-    for ax, label in zip(fig.axes, panels, strict=False):
-        if label.startswith("NEB"):
-            ax.axhline(0.0, color="k", lw=0.8)
-    seeds = f", mean ± std over {len(out['seeds'])} seeds" if bands else ""
-    fig.suptitle(f"{name}: query methods at equal label budget{seeds}")
-    fig.tight_layout()
-    fig.savefig(report_dir / f"benchmark_{name}_learning_curves.png", dpi=120)
-    plt.close(fig)
-    maps = {m: phi_psi(frames) for m, frames in explored.items()}
-    maps = {m: a for m, a in maps.items() if len(a)}
-    if maps:
-        fig = plots.ramachandran_coverage(maps)
-        fig.savefig(report_dir / f"benchmark_{name}_ramachandran.png", dpi=120)
+    for kind, fig in plots.comparison_figures(
+            name, out, {m: phi_psi(f) for m, f in explored.items()} if ramachandran else {},
+            {m: [a.get_volume() for a in f] for m, f in explored.items()} if forms else {},
+            forms).items():
+        fig.savefig(report_dir / f"benchmark_{name}_{kind}.png", dpi=120)
         plt.close(fig)
+    log.info("wrote %s", path)
+    return out
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> None:

@@ -204,3 +204,48 @@ def evaluation_figures(products: Mapping[str, Any]) -> dict[str, Figure]:
     for name, (expected, observed) in (products.get("calibration_curves") or {}).items():
         figs[f"calibration_{name}.png"] = calibration_plot(expected, observed, label=name)
     return figs
+
+
+def comparison_figures(name: str, out: Mapping[str, Any],
+                       phi_psi: Mapping[str, np.ndarray] | None = None,
+                       volumes: Mapping[str, Sequence[float]] | None = None,
+                       forms: Mapping[str, float] | None = None) -> dict[str, Figure]:
+    """Figures of a query-method comparison (``out`` of ``reactive_al.benchmark``), by kind.
+
+    ``learning_curves`` (mean ± std bands over several seeds); with explored ``phi_psi``
+    (degrees, per method) ``ramachandran``; with explored cell ``volumes`` (Å³, per method)
+    ``volumes``: their histograms, the crystal's ``forms`` (name → volume, Å³) marked.
+    """
+    from reactive_al.evaluation.comparison import learning_curve_bands, learning_curve_panels
+
+    if len(out["seeds"]) > 1:
+        panels, bands = learning_curve_bands(out["aggregate"])
+    else:
+        panels, bands = learning_curve_panels(out["methods"]), None
+    fig = learning_curves(panels, bands=bands)
+    for ax, label in zip(fig.axes, panels, strict=False):
+        if label.startswith("NEB"):
+            ax.axhline(0.0, color="k", lw=0.8)
+    seeds = f", mean ± std over {len(out['seeds'])} seeds" if bands else ""
+    fig.suptitle(f"{name}: query methods at equal label budget{seeds}")
+    fig.tight_layout()
+    figs = {"learning_curves": fig}
+    maps = {m: a for m, a in (phi_psi or {}).items() if len(a)}
+    if maps:
+        figs["ramachandran"] = ramachandran_coverage(maps)
+    vols = {m: np.asarray(v, dtype=float) for m, v in (volumes or {}).items() if len(v)}
+    if vols:
+        fig, ax = plt.subplots(figsize=(6.0, 3.6))
+        every = np.concatenate(list(vols.values()) + [np.array(list((forms or {}).values()))])
+        bins = np.linspace(every.min() - 20.0, every.max() + 20.0, 40)
+        for method, v in vols.items():
+            ax.hist(v, bins=bins, histtype="step", lw=1.5, label=f"{method} ({len(v)} frames)")
+        for form, v in (forms or {}).items():
+            ax.axvline(v, color="k", ls="--", lw=0.8)
+            ax.annotate(form, (v, ax.get_ylim()[1] * 0.95), ha="center", fontsize=8)
+        ax.set(xlabel="cell volume (Å³)", ylabel="explored frames",
+               title=f"{name}: cell volumes the walkers explored")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        figs["volumes"] = fig
+    return figs
