@@ -38,6 +38,7 @@ data_engineering:
   md_seed_path_images: 1
 labeling: {scheduler: synchronous, progress: false}
 training:
+  baseline: null   # the plain committee (test_multifidelity runs the default, auto: Δ on xTB)
   model: {ensemble_size: 2, hidden: [16]}
   fit: {max_epochs: 60, patience: 30, batch_size: 16}
 selection:

@@ -161,6 +161,13 @@ SYSTEMS = [
              "program": "pyscf", "method": "hf", "basis": "sto-3g"}}}}),
     Case("crystal_narrower_than_the_cutoff", "is below the model's radial cutoff 6.0 Å",
          {"system": "argon_fcc", "training": {"model": {"radial_cutoff": 6.0}}}),
+    Case("test_path_of_a_molecule", "systems.h3_exchange.test_path: a cell path needs a "
+         "crystal reactant", _h3(test_path={"to": PRODUCT})),
+    Case("test_path_to_other_atoms", "atoms differ from the reactant",
+         {"system": "argon_fcc", "systems": {"argon_fcc": {"test_path": {"to": REACTANT}}}}),
+    Case("test_path_unknown_key", "test_path: unknown keys ['images']",
+         {"system": "argon_fcc", "systems": {"argon_fcc": {"test_path": {
+             "to": "data/01_raw/argon_fcc/crystal.extxyz", "images": 3}}}}),
     Case("crystal_with_a_baseline", "training.baseline: not available for crystals yet",
          {"system": "argon_fcc", "training": {"baseline": "xtb"}}),
     Case("charge_not_an_integer", "charge and multiplicity must be integers",

@@ -31,6 +31,7 @@ from reactive_al.evaluation.comparison import (
     spread,
 )
 from reactive_al.nested import flatten
+from reactive_al.settings import load_parameters
 
 PROJECT = Path(__file__).resolve().parents[1]
 ROOT = Path("data/benchmark/toy")
@@ -38,8 +39,9 @@ ROOT = Path("data/benchmark/toy")
 
 @pytest.fixture
 def project(tmp_path):
-    """A project with the real configuration (catalog, parameters) and no data."""
+    """A project with the real configuration (catalog, parameters), its inputs and no data."""
     shutil.copytree(PROJECT / "conf/base", tmp_path / "conf/base")
+    shutil.copytree(PROJECT / "data/01_raw", tmp_path / "data/01_raw")
     (tmp_path / "conf/local").mkdir()
     return tmp_path
 
@@ -177,10 +179,67 @@ def test_ramachandran_coverage_is_a_system_reporting_key(project):
     assert 0.0 < cov < 1.0
     assert (project / "data/08_reporting/benchmark_alanine_dipeptide_ramachandran.png").exists()
     # the same system without the key: no coverage
-    params = {"systems": {"alanine_dipeptide": {"reactant": "x.xyz"}}}
+    params = load_parameters(project)
+    params["systems"]["alanine_dipeptide"].pop("reporting")
     out = write_comparison("alanine_dipeptide", project, root, ["random"], {"random": {}}, {},
                            params=params)
     assert "ramachandran_coverage" not in out["methods"]["random"]
+
+
+def test_a_crystal_comparison_reports_the_volumes_its_walkers_explored(project):
+    root = Path("data/benchmark/mil53_al")
+    lp = read(PROJECT / "data/01_raw/mil53_al/lp.extxyz")
+    v_lp, v_np = lp.get_volume(), read(PROJECT / "data/01_raw/mil53_al/np.extxyz").get_volume()
+    # per-volume errors: the per-subset energy and stress MAE reach the comparison too
+    for method, scales in (("unbiased_gf_maxdet", [1.0, 0.98]), ("biased_gf_maxdet",
+                                                                 [1.0, 0.9, 0.75, 0.68])):
+        curve = pd.DataFrame({"iteration": [0, 1], "n_labels": [24, 32],
+                              "test/force_mae_ev_per_a": [0.3, 0.2],
+                              "test/stress_mae_gpa": [0.5, 0.4],
+                              "test/np/energy_mae_mev_per_atom": [40.0, 30.0],
+                              "test/np/stress_mae_gpa": [0.9, 0.7]})
+        camp = campaign_catalog(project, root, method)
+        camp.save("learning_curve", curve)
+        frames = []
+        for f in scales:
+            a = lp.copy()
+            a.set_cell(lp.cell.array * f ** (1 / 3), scale_atoms=True)
+            frames.append(a)
+        camp.save("iter_00.candidates", frames)
+    params = load_parameters(project)
+    methods = params["benchmark"]["systems"]["mil53_al"]["methods"]
+    assert methods == ["unbiased_gf_maxdet", "biased_gf_maxdet"]  # the system's own methods
+    out = write_comparison("mil53_al", project, root, methods, params["benchmark"]["methods"],
+                           {}, params=params)
+    plain, biased = (out["methods"][m]["explored_volume"] for m in methods)
+    assert plain["form_volumes"] == pytest.approx({"lp": v_lp, "np": v_np})
+    assert plain["reached"] == {"lp": True, "np": False}
+    assert biased["reached"] == {"lp": True, "np": True}
+    assert biased["min"] == pytest.approx(0.68 * v_lp) and biased["max"] == pytest.approx(v_lp)
+    assert biased["nearest_form_fraction"]["np"] == pytest.approx(0.5)  # 0.75 and 0.68 · V_lp
+    final = out["methods"]["biased_gf_maxdet"]["final"]
+    assert final["np_stress_mae_gpa"] == 0.7 and final["stress_mae_gpa"] == 0.4
+    assert final["np_energy_mae_mev_per_atom"] == 30.0
+    agg = out["aggregate"]["methods"]["biased_gf_maxdet"]
+    assert agg["explored_volume_A3"]["min"]["mean"] == pytest.approx(0.68 * v_lp)
+    assert "nearest np" in markdown_summary(out)
+    assert (project / "data/08_reporting/benchmark_mil53_al_volumes.png").exists()
+
+
+def test_list_overrides_reach_kedro_run_as_interpolations(project):
+    from omegaconf import OmegaConf
+
+    from reactive_al.settings import config_loader
+
+    params = load_parameters(project)
+    args = campaign_params(params, "mil53_al", Path("data/benchmark/mil53_al"), 0,
+                           "biased_gf_maxdet")
+    key = "selection.walkers.pressures_bar"
+    assert args[key] == "${benchmark.systems.mil53_al.params." + key + "}"
+    runtime = OmegaConf.to_container(OmegaConf.from_dotlist(param_arg(args).split(",")))
+    resolved = config_loader(project, None, runtime)["parameters"]
+    assert resolved["selection"]["walkers"]["pressures_bar"] == [-2500, 0, 2500]
+    assert resolved["selection"]["walkers"]["bias"]["enabled"] is True
 
 
 def test_console_script_has_the_benchmark_subcommand(monkeypatch, capsys):

@@ -102,6 +102,30 @@ def test_identity_is_recorded_then_guards_the_folder(tmp_path, params):
     assert other["data"] == ident["data"] and other["campaign"] != ident["campaign"]
 
 
+def test_auto_baseline_is_xtb_for_dft_molecules_and_none_for_xtb_levels_and_crystals(params):
+    from reactive_al.models.baseline import resolve_baseline
+
+    sn2 = load_system("sn2_cl_ch3cl", params["systems"], PROJECT_ROOT)
+    argon = load_system("argon_fcc", params["systems"], PROJECT_ROOT)
+    xtb_level = load_system("sn2_cl_ch3cl", {"sn2_cl_ch3cl": {
+        **params["systems"]["sn2_cl_ch3cl"], "level_of_theory": {"program": "xtb"}}},
+        PROJECT_ROOT)
+    assert params["training"]["baseline"] == "auto"  # the default
+    assert resolve_baseline("auto", sn2.level, False) == "xtb"
+    assert resolve_baseline("auto", xtb_level.level, False) is None
+    assert resolve_baseline("auto", argon.level, True) is None
+    assert resolve_baseline(None, sn2.level, False) is None  # explicit choices stay
+    # the identity holds what is computed: auto is xtb on SN2, and none on a crystal (so a
+    # crystal campaign made before auto keeps its identity)
+    ident = {b: campaign_identity(_with(params, "training.baseline", b), sn2)["campaign"]
+             for b in ("auto", "xtb", None)}
+    assert ident["auto"] == ident["xtb"] != ident[None]
+    crystal = {b: campaign_identity(_with(params, "training.baseline", b), argon)["campaign"]
+               for b in ("auto", None)}
+    assert crystal["auto"] == crystal[None]
+    check_parameters(_with(params, "training.baseline", "auto"))  # a valid value
+
+
 def _frames(n: int) -> list[Atoms]:
     out = []
     for i in range(n):

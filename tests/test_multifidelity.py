@@ -143,7 +143,7 @@ PRETRAIN = {"level": "xtb", "n_displaced": 3, "n_normal_mode": 3, "n_path_images
 def test_campaign_with_baseline_and_pretraining_runs_and_resumes_without_new_xtb_calls(
         tmp_path):
     params = yaml.safe_load(LOCAL_PARAMS)
-    params["training"].update(baseline="xtb", pretrain=PRETRAIN)
+    params["training"].update(baseline="auto", pretrain=PRETRAIN)  # the default: xTB for h3
     root = copy_project(tmp_path, yaml.safe_dump(params))
     result = kedro(root)
     assert result.returncode == 0, result.stderr[-3000:]

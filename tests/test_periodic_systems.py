@@ -85,3 +85,60 @@ def test_null_periodic_options_leave_the_campaign_identity_of_earlier_campaigns(
            "selection": {"walkers": {"n_steps": 5, "pressures_bar": [0, 2500]}}}
     ids = [campaign_identity(p, rs)["campaign"] for p in (before, null, npt)]
     assert ids[0] == ids[1] != ids[2]
+
+
+def test_cell_path_interpolates_cell_and_fractional_coordinates():
+    from reactive_al.exploration.structures import cell_path
+
+    start = bulk("MgO", "rocksalt", a=4.25, cubic=True)
+    end = start.copy()
+    end.set_cell(start.cell.array @ np.diag([1.1, 0.9, 0.8]), scale_atoms=True)
+    end.positions[0] += [0.05, 0.0, 0.0]
+    end.positions[1] -= [0.0, 0.0, 0.3]  # crosses the cell face: the step is wrapped
+    end.wrap()
+    images = cell_path(start, end, 3)
+    assert [a.info["origin"] for a in images] == ["cell_path"] * 3
+    vols = [start.get_volume(), *(a.get_volume() for a in images), end.get_volume()]
+    assert all(v1 > v2 for v1, v2 in zip(vols, vols[1:], strict=False))  # monotonic
+    np.testing.assert_allclose(images[1].cell.array,
+                               0.5 * (start.cell.array + end.cell.array), atol=1e-12)
+    # the midpoint's atom 1 is half-way along the short (wrapped) step, not across the cell
+    frac = images[1].get_scaled_positions(wrap=False)[1] - start.get_scaled_positions()[1]
+    assert abs(frac[2]) < 0.1
+
+
+def test_a_crystal_test_path_is_loaded_and_checked(tmp_path):
+    atoms = bulk("Ar", "fcc", a=5.3, cubic=True)
+    other = atoms.copy()
+    other.set_cell(atoms.cell.array * 0.95, scale_atoms=True)
+    write(tmp_path / "small.extxyz", other, format="extxyz")
+    systems = _system(tmp_path, atoms)
+    systems["c"]["test_path"] = {"to": str(tmp_path / "small.extxyz"), "n_images": 2}
+    rs = load_system("c", systems)
+    assert rs.test_path["name"] == "small" and rs.test_path["n_images"] == 2
+    assert rs.test_path["n_per_image"] == 3  # the default
+    assert rs.test_path["to"].get_volume() == pytest.approx(other.get_volume())
+    systems["c"]["test_path"]["n_per_image"] = -1
+    with pytest.raises(SystemDefinitionError, match="test_path.n_per_image: a non-negative"):
+        load_system("c", systems)
+    molecule = tmp_path / "mol.xyz"
+    write(molecule, atoms[:1], format="xyz")
+    systems["c"]["test_path"] = {"to": str(molecule)}
+    with pytest.raises(SystemDefinitionError, match="atoms differ from the reactant"):
+        load_system("c", systems)
+
+
+def test_crystal_normal_mode_samples_are_capped():
+    from ase.io import read
+
+    from reactive_al.exploration.structures import (
+        CRYSTAL_MODE_MAX_DISPLACEMENT,
+        normal_mode_perturbations,
+    )
+
+    mof = read("data/01_raw/mil53_al/lp.extxyz")
+    frames = normal_mode_perturbations(mof, 12, 600.0, np.random.default_rng(0), "reactant")
+    moved = [np.linalg.norm(f.positions - mof.positions, axis=1).max() for f in frames]
+    assert max(moved) <= CRYSTAL_MODE_MAX_DISPLACEMENT + 1e-9
+    assert min(moved) > 0.05  # still thermal samples, not copies
+    assert any(m == pytest.approx(CRYSTAL_MODE_MAX_DISPLACEMENT) for m in moved)  # cap acted

@@ -60,7 +60,7 @@ def param_arg(params: dict[str, Any]) -> str:
     def fmt(v: Any) -> str:
         if isinstance(v, bool):
             return "true" if v else "false"
-        return str(v)
+        return "null" if v is None else str(v)
 
     return ",".join(f"{k}={fmt(v)}" for k, v in params.items())
 

@@ -98,10 +98,10 @@ def _scheduler(v: Any) -> str | None:
     return f"must be {', '.join(SCHEDULERS)} or a scheduler address (tcp://host:port)"
 
 
-def _baseline(v: Any) -> str | None:
-    from reactive_al.models.baseline import baseline_level
+def _baseline(v: Any, auto: bool = True) -> str | None:
+    from reactive_al.models.baseline import AUTO, baseline_level
 
-    if v is None:
+    if v is None or (auto and v == AUTO):
         return None
     try:
         baseline_level(v, "baseline")
@@ -123,7 +123,7 @@ def _pretrain(v: Any) -> str | None:
     unknown = sorted(set(v) - known)
     if unknown:
         return f"unknown settings {unknown} (known: {', '.join(sorted(known))})"
-    return _baseline(v.get("level", "xtb"))
+    return _baseline(v.get("level", "xtb"), auto=False)
 
 
 def _known(settings: str, extra: tuple[str, ...] = ()) -> Callable[[Any], str | None]:
@@ -280,8 +280,9 @@ def _check_baseline_is_cheaper(params: Mapping[str, Any]) -> None:
 
     base = get_path(params, "training.baseline", None)
     system = (params.get("systems") or {}).get(params.get("system"))
-    if not base or not isinstance(system, Mapping) or "level_of_theory" not in system:
-        return
+    if (not base or base == "auto" or not isinstance(system, Mapping)
+            or "level_of_theory" not in system):
+        return  # auto resolves to none at the xTB level
     try:
         level = parse_level(system["level_of_theory"], "level_of_theory").as_dict()
     except ValueError:
@@ -323,8 +324,20 @@ def _without_null(block: Any, path: list[str]) -> Any:
     return {**block, path[0]: _without_null(block[path[0]], path[1:])}
 
 
-def _result_settings(params: Mapping[str, Any]) -> dict[str, Any]:
+def _result_settings(params: Mapping[str, Any], system: Any = None) -> dict[str, Any]:
+    """The result-changing blocks, ``training.baseline: auto`` resolved for ``system``.
+
+    A campaign's identity is what it computes: ``auto`` counts as the baseline it resolves
+    to (none for crystals and xTB-level systems, which keep the identity they had before).
+    """
     settings = {k: params.get(k) for k in RESULT_BLOCKS}
+    training = settings.get("training")
+    if system is not None and isinstance(training, Mapping) and "baseline" in training:
+        from reactive_al.models.baseline import resolve_baseline
+        from reactive_al.systems import is_crystal
+
+        settings["training"] = {**training, "baseline": resolve_baseline(
+            training["baseline"], system.level, is_crystal(system.reactant))}
     for key in OPTIONS_OFF_WHEN_NULL:
         block, *path = key.split(".")
         settings[block] = _without_null(settings.get(block), path)
@@ -344,7 +357,7 @@ def campaign_identity(params: Mapping[str, Any], system: Any) -> dict[str, dict[
     data = {"system": system.name, "charge": system.charge,
             "multiplicity": system.multiplicity, "level_of_theory": system.level.as_dict(),
             "geometry": _digest(geometry)}
-    settings = _result_settings(params)
+    settings = _result_settings(params, system)
     return {"data": data, "campaign": {**data, "settings": _digest(settings)}}
 
 

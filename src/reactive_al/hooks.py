@@ -241,8 +241,12 @@ class ReactiveALHooks:
                 model = training.get("model") or {}
                 check_cell(rs.reactant, rs.reactant_file, cutoff=float(
                     model.get("radial_cutoff", CommitteeSpec.radial_cutoff)))
-                for option in ("baseline", "pretrain"):
-                    if training.get(option):
+                from reactive_al.models.baseline import resolve_baseline
+
+                asked = {"baseline": resolve_baseline(training.get("baseline"), rs.level, True),
+                         "pretrain": training.get("pretrain")}
+                for option, value in asked.items():
+                    if value:
                         raise SystemDefinitionError(
                             f"conf/base/parameters_training.yml: training.{option}: not "
                             f"available for crystals yet ({rs.name} is periodic); set null")

@@ -20,9 +20,14 @@ from ase import Atoms
 
 def form_volumes(system: str, systems: Mapping[str, Any],
                  project_root: str | Path = ".") -> dict[str, float]:
-    """Cell volume (Å³) of each form of a crystal system, by file stem; ``{}`` for molecules."""
+    """Cell volume (Å³) of each form of a crystal system, by file stem.
+
+    ``{}`` for a molecule, or a system the configuration does not define.
+    """
     from reactive_al.systems import is_crystal, load_system
 
+    if system not in systems:
+        return {}
     rs = load_system(system, dict(systems), project_root)
     if not is_crystal(rs.reactant):
         return {}

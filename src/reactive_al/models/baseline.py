@@ -30,8 +30,23 @@ from reactive_al.oracles import OracleError, get_oracle, parse_level
 
 #: ``training.baseline: xtb`` is shorthand for this level of theory
 SHORTHANDS: dict[str, dict[str, str]] = {"xtb": {"program": "xtb", "method": "gfn2-xtb"}}
+#: ``training.baseline: auto`` (the default): Δ on this shorthand where it applies
+AUTO, AUTO_BASELINE = "auto", "xtb"
 #: structures whose baseline a process remembers (test and validation sets, NEB images)
 MEMO_SIZE = 4096
+
+
+def resolve_baseline(spec: Any, level: Any, crystal: bool) -> Any:
+    """The baseline a campaign uses: ``training.baseline`` with ``auto`` resolved.
+
+    ``auto`` is GFN2-xTB (:data:`AUTO_BASELINE`) for a molecule labeled above the xTB level
+    (measured: 1.8–3.2× lower force errors at the same QM labels, README), and none (None)
+    for a crystal or a system labeled by xTB itself. ``level`` is the system's level object
+    (``.program``); any other value is returned as it is.
+    """
+    if spec != AUTO:
+        return spec
+    return None if crystal or level.program == "xtb" else AUTO_BASELINE
 
 
 def baseline_level(spec: str | Mapping[str, Any], where: str) -> dict[str, Any]:

@@ -9,11 +9,11 @@ import numpy as np
 from ase import Atoms
 
 from reactive_al.models import Committee, CommitteeSpec, TrainingConfig, train_committee
-from reactive_al.models.baseline import Baseline, baseline_level
+from reactive_al.models.baseline import Baseline, baseline_level, resolve_baseline
 from reactive_al.models.pretraining import PretrainConfig, pretrain_pool
 from reactive_al.oracles import parse_level
 from reactive_al.oracles.labeling import LabelingConfig, label_structures
-from reactive_al.systems import load_system
+from reactive_al.systems import is_crystal, load_system
 
 log = logging.getLogger(__name__)
 
@@ -71,16 +71,18 @@ def train(
     With ``training.fit.mode: warm_start`` and a ``previous_committee`` (the AL iteration
     before), the members continue from its weights; otherwise they train from scratch, or
     from the ``pretrained_committee``'s networks (``training.pretrain``). With
-    ``training.baseline`` (e.g. ``xtb``) the committee learns the QM labels minus the
-    baseline's, whose labels come through the label cache (``labeling`` settings).
+    ``training.baseline`` (e.g. ``xtb``; ``auto``: :func:`~reactive_al.models.baseline.
+    resolve_baseline`) the committee learns the QM labels minus the baseline's, whose labels
+    come through the label cache (``labeling`` settings).
     """
     rs = load_system(system, systems)
     spec = CommitteeSpec(symbols=rs.symbols, lot=rs.level.name, **training["model"])
     fit = TrainingConfig(**training["fit"])
-    if not training.get("baseline"):
+    baseline = resolve_baseline(training.get("baseline"), rs.level, is_crystal(rs.reactant))
+    if not baseline:
         return train_committee(labeled_set, spec, fit, previous=previous_committee,
                                init=pretrained_committee)
-    base = Baseline.for_system(training["baseline"], rs.charge, rs.multiplicity)
+    base = Baseline.for_system(baseline, rs.charge, rs.multiplicity)
     spec.baseline = base.to_dict()
     frames, labels, cost = baseline_labels(labeled_set, base, labeling or {})
     committee = train_committee(frames, spec, fit, previous=previous_committee,
