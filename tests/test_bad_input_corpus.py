@@ -164,7 +164,8 @@ SYSTEMS = [
     Case("test_path_of_a_molecule", "systems.h3_exchange.test_path: a cell path needs a "
          "crystal reactant", _h3(test_path={"to": PRODUCT})),
     Case("test_path_to_other_atoms", "atoms differ from the reactant",
-         {"system": "argon_fcc", "systems": {"argon_fcc": {"test_path": {"to": REACTANT}}}}),
+         {"system": "argon_fcc", "systems": {"argon_fcc": {"test_path": {
+             "to": "data/01_raw/mil53_al/lp.extxyz"}}}}),
     Case("test_path_unknown_key", "test_path: unknown keys ['images']",
          {"system": "argon_fcc", "systems": {"argon_fcc": {"test_path": {
              "to": "data/01_raw/argon_fcc/crystal.extxyz", "images": 3}}}}),
