@@ -142,3 +142,31 @@ def test_crystal_normal_mode_samples_are_capped():
     assert max(moved) <= CRYSTAL_MODE_MAX_DISPLACEMENT + 1e-9
     assert min(moved) > 0.05  # still thermal samples, not copies
     assert any(m == pytest.approx(CRYSTAL_MODE_MAX_DISPLACEMENT) for m in moved)  # cap acted
+
+
+def test_a_cell_path_image_whose_relaxation_fails_is_kept_unrelaxed(tmp_path, monkeypatch,
+                                                                      caplog):
+    from ase.calculators.calculator import Calculator
+
+    from reactive_al.pipelines.data_engineering import nodes
+
+    class Failing(Calculator):
+        implemented_properties = ["energy", "forces"]
+
+        def calculate(self, *args, **kwargs):  # noqa: ANN002, ANN003
+            raise RuntimeError("SCF did not converge")
+
+    atoms = bulk("Ar", "fcc", a=5.3, cubic=True)
+    other = atoms.copy()
+    other.set_cell(atoms.cell.array * 0.95, scale_atoms=True)
+    write(tmp_path / "small.extxyz", other, format="extxyz")
+    systems = _system(tmp_path, atoms)
+    systems["c"]["test_path"] = {"to": str(tmp_path / "small.extxyz"), "n_images": 2,
+                                 "n_per_image": 1}
+    rs = load_system("c", systems)
+    monkeypatch.setattr(nodes, "driver_factory", lambda *a: Failing)
+    frames = nodes._cell_path_test_frames(rs, 0.01, np.random.default_rng(0))
+    origins = [a.info["origin"] for a in frames]
+    assert origins[0] == "cell_path_1/interpolated" and "small/relaxed" in origins
+    assert len(frames) == 6 and all(a.calc is None for a in frames)
+    assert "relaxation failed (SCF did not converge)" in caplog.text

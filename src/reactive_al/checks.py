@@ -275,12 +275,12 @@ def check_parameters(params: Mapping[str, Any]) -> None:
 
 def _check_baseline_is_cheaper(params: Mapping[str, Any]) -> None:
     """A Δ-learning baseline at the system's own level of theory leaves nothing to learn."""
-    from reactive_al.models.baseline import baseline_level
+    from reactive_al.models.baseline import AUTO, baseline_level
     from reactive_al.oracles import parse_level
 
     base = get_path(params, "training.baseline", None)
     system = (params.get("systems") or {}).get(params.get("system"))
-    if (not base or base == "auto" or not isinstance(system, Mapping)
+    if (not base or base == AUTO or not isinstance(system, Mapping)
             or "level_of_theory" not in system):
         return  # auto resolves to none at the xTB level
     try:

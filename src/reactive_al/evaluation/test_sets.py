@@ -16,6 +16,7 @@ import numpy as np
 from ase import Atoms
 
 from reactive_al.exploration.basins import circular_mean_deg, wrap_deg
+from reactive_al.systems import is_crystal
 
 
 def subset_stats(frames: Sequence[Atoms]) -> dict[str, Any]:
@@ -38,7 +39,7 @@ def subset_stats(frames: Sequence[Atoms]) -> dict[str, Any]:
             "n": len(group),
             "origins": dict(Counter(str(a.info.get("origin", "unknown")) for a in group))}
         entry.update(_temperatures(group))
-        volumes = [a.get_volume() for a in group if a.pbc.all()]
+        volumes = [a.get_volume() for a in group if is_crystal(a)]
         if volumes:  # crystals: the cell volumes (Å³) the subset spans
             entry["volume_A3"] = [round(float(min(volumes)), 1), round(float(max(volumes)), 1)]
         angles = np.array([np.asarray(a.info["phi_psi_deg"], dtype=float) for a in group

@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 from ase import Atoms
 
+from reactive_al.systems import is_crystal, load_system
+
 
 def form_volumes(system: str, systems: Mapping[str, Any],
                  project_root: str | Path = ".") -> dict[str, float]:
@@ -24,8 +26,6 @@ def form_volumes(system: str, systems: Mapping[str, Any],
 
     ``{}`` for a molecule, or a system the configuration does not define.
     """
-    from reactive_al.systems import is_crystal, load_system
-
     if system not in systems:
         return {}
     rs = load_system(system, dict(systems), project_root)
@@ -43,7 +43,7 @@ def volume_exploration(frames: Sequence[Atoms], forms: Mapping[str, float]) -> d
     ``{"n_frames", "min", "max", "p05", "p95", "nearest_form_fraction": {form: f},
     "reached": {form: bool}, "form_volumes": forms}``; None values without crystal frames.
     """
-    vols = np.array([a.get_volume() for a in frames if a.pbc.all()])
+    vols = np.array([a.get_volume() for a in frames if is_crystal(a)])
     names = list(forms)
     out: dict[str, Any] = {"n_frames": int(len(vols)), "form_volumes": dict(forms)}
     if not len(vols):

@@ -176,12 +176,14 @@ def normal_mode_perturbations(
     return frames
 
 
-def cell_path(start: Atoms, end: Atoms, n_images: int) -> list[Atoms]:
+def cell_path(start: Atoms, end: Atoms, n_images: int,
+              include_end: bool = False) -> list[Atoms]:
     """Crystals: ``n_images`` interior images between two forms of the same atoms.
 
     The cell matrix and the fractional coordinates are interpolated linearly (each atom's
     fractional step wrapped to the nearest image, so no atom crosses the cell). Images are
-    tagged ``origin`` ``cell_path`` and keep ``start``'s identity.
+    tagged ``origin`` ``cell_path`` and keep ``start``'s identity; ``include_end`` appends a
+    copy of ``end`` tagged the same way.
     """
     frac0 = start.get_scaled_positions(wrap=False)
     dfrac = end.get_scaled_positions(wrap=False) - frac0
@@ -193,6 +195,10 @@ def cell_path(start: Atoms, end: Atoms, n_images: int) -> list[Atoms]:
         a.set_cell((1 - t) * start.cell.array + t * end.cell.array)
         a.set_scaled_positions(frac0 + t * dfrac)
         images.append(a)
+    if include_end:
+        last = _tagged(end, "cell_path", "cell_path")
+        last.info.update(identity(start))
+        images.append(last)
     return images
 
 
