@@ -23,73 +23,20 @@ import json
 import os
 import shutil
 import time
-from collections import defaultdict
 from pathlib import Path
 
 from _results import write_result
 
 from reactive_al.benchmark import campaign_params, kedro_run, param_arg
-from reactive_al.profiling import ENV
+from reactive_al.profiling import ENV, summarize
 from reactive_al.settings import load_catalog, load_parameters
 
 ROOT = Path(__file__).resolve().parents[1]
-#: node name (without its iter_NN namespace) → stage of the profile
-STAGES = {
-    "qm_reference_path": "one_off", "label_test_pool": "one_off",
-    "build_structure_sets": "structures", "describe_test_pool": "structures",
-    "label_initial_pool": "qm_labeling",
-    "label_selected": "qm_labeling", "train_committee": "training",
-    "explore_candidates": "exploration", "fit_estimator": "selection",
-    "select_batch": "selection", "evaluate_committee": "evaluation",
-    "merge_labeled": "structures", "summarize_iteration": "figures_mlflow",
-    "learning_curve": "figures_mlflow", "campaign_report": "figures_mlflow",
-    "publish_campaign_result": "figures_mlflow",
-}
 FINAL = {"n_labels": "n_labels", "test/force_mae_ev_per_a": "force_mae_ev_per_a",
          "test/path/force_mae_ev_per_a": "path_force_mae_ev_per_a",
          "test/energy_mae_mev_per_atom": "energy_mae_mev_per_atom",
          "test/neb/barrier_error_kcal_mol": "neb_barrier_error_kcal_mol",
          "train/wall_time_s": "train_wall_time_s", "train/epochs": "train_epochs"}
-
-
-def summarize(records: list[dict], process_wall: float) -> dict:
-    """Sum profile records into stages (total and per iteration) and the QM fraction."""
-    totals: dict[str, float] = defaultdict(float)
-    per_iter: dict[int, dict[str, float]] = defaultdict(lambda: defaultdict(float))
-    inner: dict[str, float] = defaultdict(float)
-    in_nodes = 0.0
-    for r in records:
-        node = r["node"] or ""
-        ns, _, base = node.rpartition(".")
-        if r["stage"].startswith(("load:", "save:")):
-            in_nodes += r["seconds"]  # outside the node's own time, but not Kedro's overhead
-            totals["dataset_io"] += r["seconds"]
-            if ns.startswith("iter_"):
-                per_iter[int(ns[5:])]["dataset_io"] += r["seconds"]
-            op, _, dataset = r["stage"].partition(":")
-            inner[f"{op}/{dataset.rpartition('.')[2]}"] += r["seconds"]  # over iterations
-            continue
-        if r["stage"] != "node":
-            inner[f"{base}/{r['stage']}"] += r["seconds"]
-            continue
-        stage = STAGES.get(base, "other")
-        totals[stage] += r["seconds"]
-        in_nodes += r["seconds"]
-        if ns.startswith("iter_"):
-            per_iter[int(ns[5:])][stage] += r["seconds"]
-    one_off = totals.pop("one_off", 0.0)
-    totals["kedro_overhead"] = max(0.0, process_wall - in_nodes)
-    campaign = process_wall - one_off
-    return {
-        "process_wall_time_s": round(process_wall, 1),
-        "one_off_s": round(one_off, 1),
-        "campaign_wall_time_s": round(campaign, 1),
-        "stages_s": {k: round(v, 1) for k, v in sorted(totals.items())},
-        "inside_nodes_s": {k: round(v, 1) for k, v in sorted(inner.items()) if v >= 0.05},
-        "qm_fraction": round(totals.get("qm_labeling", 0.0) / campaign, 3) if campaign else None,
-        "per_iteration_s": [{"iteration": k, **{s: round(v, 2) for s, v in sorted(d.items())}}
-                            for k, d in sorted(per_iter.items())],
-    }
 
 
 def main() -> None:
@@ -143,7 +90,9 @@ def main() -> None:
     print(f"{args.system} ({level}): campaign {out['campaign_wall_time_s']:.0f} s, one-off "
           f"{out['one_off_s']:.0f} s, QM fraction {out['qm_fraction']}, load {load0[0]:.1f}")
     for stage, s in out["stages_s"].items():
-        print(f"  {stage:>20}: {s:8.1f} s")
+        hidden = out["overlapped_with_qm_s"].get(stage)
+        print(f"  {stage:>20}: {s:8.1f} s" + (f" ({hidden:.1f} s while the QM ran)"
+                                               if hidden else ""))
     print(f"  final: {out['final']}")
 
 

@@ -27,7 +27,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
     root = copy_project(tmp_path_factory.mktemp("project"), LOCAL_PARAMS)
-    result = kedro(root)
+    result = kedro(root, env={"REACTIVE_AL_PROFILE": str(root / "campaign_profile.jsonl")})
     assert result.returncode == 0, result.stderr[-3000:]
     return root
 
@@ -119,6 +119,23 @@ def test_campaign_grows_labels_trains_and_tracks(project):
     assert arts == {"model/committee.pt", "selection/selected.extxyz"}
     plots = {a.path for a in client.list_artifacts(it0, "plots")}
     assert "plots/path_profile.png" in plots
+
+
+def test_committee_is_evaluated_while_its_batch_is_labeled(project):
+    # the acquiring iteration starts its batch, evaluates while the QM runs in the
+    # background, then waits for the labels: the profile's intervals show that order
+    records = [json.loads(line) for line in
+               (project / "campaign_profile.jsonl").read_text().splitlines()]
+    span = {(r["node"], r["stage"]): (r["start"], r["start"] + r["seconds"]) for r in records}
+    submitted = span[("iter_00.submit_selected", "node")]
+    batch = span[("iter_00.submit_selected", "qm_batch")]
+    evaluated = span[("iter_00.evaluate_committee", "node")]
+    collected = span[("iter_00.label_selected", "node")]
+    tol = 0.01  # start times are rounded to ms
+    assert submitted[1] <= evaluated[0] + tol <= collected[0] + 2 * tol
+    assert batch[0] <= evaluated[0] + tol  # the batch was under way when evaluation began
+    assert collected[1] + tol >= batch[1]  # label_selected ends once the batch is done
+    assert ("iter_01.submit_selected", "qm_batch") not in span  # the last one only evaluates
 
 
 def test_resume_reruns_only_missing_iterations(project):

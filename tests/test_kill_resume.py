@@ -49,7 +49,8 @@ TARGETS = {
     "iter_00.fit_estimator": ("selection", 1, 0.05),
     "iter_00.explore_candidates": ("selection", 1, 0.2),
     "iter_00.select_batch": ("selection", 1, 0.05),
-    "iter_00.label_selected": ("labeling", 1, 0.3),
+    # the batch is labeled in the background from here to label_selected (evaluation between)
+    "iter_00.submit_selected": ("labeling", 1, 0.8),
     "iter_01.train_committee": ("training", 2, 0.8),
 }
 #: Kedro logs a node's short name when it starts (the namespace is in its outputs) and its

@@ -2,7 +2,13 @@ import numpy as np
 import pytest
 
 from reactive_al.oracles import labeling
-from reactive_al.oracles.labeling import FailureBudgetExceeded, LabelingConfig, label_structures
+from reactive_al.oracles.cache import LabelCache
+from reactive_al.oracles.labeling import (
+    FailureBudgetExceeded,
+    LabelingConfig,
+    LabelJob,
+    label_structures,
+)
 
 from .conftest import HF_STO3G, FakeLevel, water
 
@@ -79,6 +85,29 @@ def test_dask_local_cluster_labels_in_parallel(tmp_path, water_frames):
     serial, _ = label_structures(water_frames[:3], _cfg(tmp_path / "other"))
     for a, b in zip(labeled, serial, strict=True):
         assert a.get_potential_energy() == pytest.approx(b.get_potential_energy(), abs=1e-6)
+
+
+def test_a_batch_labeled_in_the_background_gives_the_same_labels(tmp_path, water_frames):
+    # what an AL iteration does while it evaluates: the batch runs on the Dask workers,
+    # driven from a background thread; the result and the cache are those of a direct call
+    cfg = _cfg(tmp_path, scheduler="local", n_workers=2)
+    job = LabelJob(water_frames[:4], cfg)
+    labeled, failures = job.result()
+    assert not failures
+    direct, _ = label_structures(water_frames[:4], _cfg(tmp_path / "direct"))
+    for a, b in zip(labeled, direct, strict=True):
+        assert a.get_potential_energy() == pytest.approx(b.get_potential_energy(), abs=1e-6)
+        assert a.info["origin"] == b.info["origin"]
+    cache = LabelCache(cfg.cache_path)
+    assert all(cache.get(a.info["label_key"])["status"] == "ok" for a in labeled)
+
+
+def test_a_background_batch_raises_its_error_when_collected(tmp_path, water_frames):
+    for a in water_frames[:4]:
+        a.positions[1] = a.positions[0] + 0.05
+    job = LabelJob(water_frames, _cfg(tmp_path, max_failure_fraction=0.5))
+    with pytest.raises(FailureBudgetExceeded, match="failure budget"):
+        job.result()
 
 
 def test_hpc_config_builds_a_slurm_job_script(tmp_path):

@@ -53,7 +53,8 @@ def test_viz_shows_the_namespaced_active_learning_iterations(build):
     assert modular == set(iterations)
     assert set(iterations) <= set(data["modular_pipelines"])
     for it in iterations:
-        # one template per iteration: train → evaluate (→ explore → select → label, but the last)
+        # one template per iteration: train → evaluate (explore → select → label around the
+        # evaluation, but the last)
         tasks = {n["name"] for n in data["nodes"]
                  if n["type"] == "task" and n["modular_pipelines"] == [it]}
         assert {"train_committee", "evaluate_committee"} <= tasks, (it, tasks)

@@ -13,6 +13,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +21,7 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 
+from reactive_al import profiling
 from reactive_al.oracles import Level, OracleError, get_oracle, parse_level, single_point
 from reactive_al.oracles.cache import LabelCache, label_key
 from reactive_al.oracles.claims import DEFAULT_CLAIM_TTL_S, Claims
@@ -323,3 +325,35 @@ def label_structures(
             f"than the failure budget {cfg.max_failure_fraction:.0%}; finished labels are cached"
         )
     return labeled, failures
+
+
+class LabelJob:
+    """A batch labeled by :func:`label_structures` in a background thread of this process.
+
+    The thread drives the labeling (validation, cache, handing the calculations to the Dask
+    workers, writing each label as it finishes) while the caller goes on with work that does
+    not need the labels. :meth:`result` waits for the batch and raises what
+    :func:`label_structures` raised. Python waits for the thread at exit, so a run that fails
+    meanwhile still caches every label of the batch. With profiling on, the batch's wall time
+    is recorded as stage ``qm_batch`` of the node that started it.
+    """
+
+    def __init__(self, frames: Iterable[Atoms], cfg: LabelingConfig,
+                 retry_failed: bool = False) -> None:
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reactive-al-labels")
+        self._future = executor.submit(self._run, list(frames), cfg, retry_failed,
+                                       profiling.current_node())
+        executor.shutdown(wait=False)  # the thread ends after its one batch
+
+    @staticmethod
+    def _run(frames: list[Atoms], cfg: LabelingConfig, retry_failed: bool,
+             node: str | None) -> tuple[list[Atoms], list[dict[str, Any]]]:
+        start = time.time()
+        try:
+            return label_structures(frames, cfg, retry_failed)
+        finally:
+            profiling.record("qm_batch", time.time() - start, start, node=node)
+
+    def result(self) -> tuple[list[Atoms], list[dict[str, Any]]]:
+        """(labeled frames in input order, failure records), once the batch has finished."""
+        return self._future.result()

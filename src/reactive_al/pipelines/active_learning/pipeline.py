@@ -1,8 +1,9 @@
 """Wiring of the ``active_learning`` pipeline from one iteration template.
 
-Iteration k trains on ``labeled_set_k``, evaluates, explores with the new committee, selects
-and labels a batch, and writes ``labeled_set_{k+1}``; the last iteration trains and evaluates
-only. Every iteration is the same template under the namespace ``iter_NN``.
+Iteration k trains on ``labeled_set_k``, explores with the new committee, selects a batch,
+evaluates the committee while the batch is labeled, and writes ``labeled_set_{k+1}``; the last
+iteration trains and evaluates only. Every iteration is the same template under the namespace
+``iter_NN``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from reactive_al.pipelines.active_learning.nodes import (
     summarize_iteration,
 )
 from reactive_al.pipelines.evaluation import create_pipeline as evaluation_pipeline
-from reactive_al.pipelines.labeling.nodes import label_frames, merge_labeled
+from reactive_al.pipelines.labeling.nodes import collect_labels, merge_labeled, submit_frames
 from reactive_al.pipelines.labeling.pipeline import QM_PARAMS
 from reactive_al.pipelines.selection import create_pipeline as selection_pipeline
 from reactive_al.pipelines.training import create_pipeline as training_pipeline
@@ -34,19 +35,23 @@ def iteration_template(iteration: int, acquire: bool, pretrained: bool = False) 
     """One AL iteration, un-namespaced: inputs ``labeled_set``, ``test_set``, ``md_seeds``.
 
     From the second iteration on, training also reads ``previous_committee`` (for warm starts);
-    with ``pretrained``, every iteration reads ``pretrained_committee``.
+    with ``pretrained``, every iteration reads ``pretrained_committee``. An acquiring iteration
+    trains, explores and selects, starts labeling the batch (``submit_selected``), evaluates
+    the committee while the QM runs, then waits for the labels (``label_selected``) and
+    merges them.
     """
-    pipe = (training_pipeline(previous_committee=iteration > 0, pretrained=pretrained)
-            + evaluation_pipeline())
+    training = training_pipeline(previous_committee=iteration > 0, pretrained=pretrained)
     if not acquire:
-        return pipe + Pipeline([
+        return training + evaluation_pipeline() + Pipeline([
             node(_at(iteration), {"metrics": "metrics",
                                   "evaluation_products": "evaluation_products",
                                   "committee": "committee", "labeled_set": "labeled_set"},
                  ["summary", "figures"], name="summarize_iteration"),
         ])
-    return pipe + selection_pipeline() + Pipeline([
-        node(label_frames, ["selected", *QM_PARAMS], ["new_labels", "label_failures"],
+    return training + selection_pipeline() + Pipeline([
+        node(submit_frames, ["selected", *QM_PARAMS], "label_job", name="submit_selected"),
+    ]) + evaluation_pipeline(after="label_job") + Pipeline([
+        node(collect_labels, ["label_job", "metrics"], ["new_labels", "label_failures"],
              name="label_selected"),
         node(merge_labeled, ["labeled_set", "new_labels"], "next_labeled_set",
              name="merge_labeled"),

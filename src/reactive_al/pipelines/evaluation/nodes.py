@@ -68,3 +68,13 @@ def evaluate(
         "calibration_curves": curves,
     }
     return metrics, products
+
+
+def evaluate_after(_before: Any, *args: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """:func:`evaluate` (``args`` are its arguments), run after the node making ``_before``.
+
+    In an AL iteration ``_before`` is the batch being labeled (a
+    :class:`~reactive_al.oracles.labeling.LabelJob`): the committee is evaluated while the QM
+    runs.
+    """
+    return evaluate(*args)
