@@ -338,19 +338,17 @@ class LabelJob:
     is recorded as stage ``qm_batch`` of the node that started it.
     """
 
-    def __init__(self, frames: Iterable[Atoms], cfg: LabelingConfig,
-                 retry_failed: bool = False) -> None:
+    def __init__(self, frames: Iterable[Atoms], cfg: LabelingConfig) -> None:
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reactive-al-labels")
-        self._future = executor.submit(self._run, list(frames), cfg, retry_failed,
-                                       profiling.current_node())
+        self._future = executor.submit(self._run, list(frames), cfg, profiling.current_node())
         executor.shutdown(wait=False)  # the thread ends after its one batch
 
     @staticmethod
-    def _run(frames: list[Atoms], cfg: LabelingConfig, retry_failed: bool,
+    def _run(frames: list[Atoms], cfg: LabelingConfig,
              node: str | None) -> tuple[list[Atoms], list[dict[str, Any]]]:
         start = time.time()
         try:
-            return label_structures(frames, cfg, retry_failed)
+            return label_structures(frames, cfg)
         finally:
             profiling.record("qm_batch", time.time() - start, start, node=node)
 

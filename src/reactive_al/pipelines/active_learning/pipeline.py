@@ -51,7 +51,7 @@ def iteration_template(iteration: int, acquire: bool, pretrained: bool = False) 
     return training + selection_pipeline() + Pipeline([
         node(submit_frames, ["selected", *QM_PARAMS], "label_job", name="submit_selected"),
     ]) + evaluation_pipeline(after="label_job") + Pipeline([
-        node(collect_labels, ["label_job", "metrics"], ["new_labels", "label_failures"],
+        node(collect_labels, ["label_job", "evaluation_products"], ["new_labels", "label_failures"],
              name="label_selected"),
         node(merge_labeled, ["labeled_set", "new_labels"], "next_labeled_set",
              name="merge_labeled"),

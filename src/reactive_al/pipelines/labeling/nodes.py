@@ -29,8 +29,8 @@ def submit_frames(
 ) -> LabelJob:
     """Start labeling ``frames`` in the background and return at once (:class:`LabelJob`).
 
-    The nodes that run until :func:`collect_labels` (the AL iteration's evaluation and
-    figures) overlap with the QM calculations.
+    The nodes that run until :func:`collect_labels` (the AL iteration's evaluation) overlap
+    with the QM calculations.
     """
     return LabelJob(frames, _config(system, systems, labeling))
 
