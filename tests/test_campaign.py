@@ -138,6 +138,47 @@ def test_committee_is_evaluated_while_its_batch_is_labeled(project):
     assert ("iter_01.submit_selected", "qm_batch") not in span  # the last one only evaluates
 
 
+def test_lookahead_labels_the_next_batch_while_the_committee_trains(project, tmp_path):
+    # active_learning.lookahead: iteration 0 selects two batches from its candidates, starts
+    # the second before collecting the first; iteration 1 trains while that batch is labeled
+    # and only collects it; the label budget is that of the plain loop
+    from ase.io import read
+
+    from reactive_al.selection.query import not_in_training
+
+    root = tmp_path / "lookahead"
+    shutil.copytree(project, root, ignore=shutil.ignore_patterns("campaign_profile.jsonl"))
+    profile = root / "profile.jsonl"
+    result = kedro(root, "--pipelines", "active_learning", "--params",
+                   "active_learning.lookahead=true,active_learning.n_iterations=3",
+                   env={"REACTIVE_AL_PROFILE": str(profile)})
+    assert result.returncode == 0, result.stderr[-3000:]
+    data = root / "data"
+    first = read(data / "05_model_input/iter_00/pending.extxyz", index=":")
+    second = read(data / "05_model_input/iter_00/selected.extxyz", index=":")
+    assert len(first) == len(second) == 4
+    # the second batch was chosen away from the first one, still being labeled
+    assert len(not_in_training(second, first, 0.02)) == len(second)
+    sizes = [_frames(data / f"03_primary/labeled_set_{k}.extxyz") for k in range(3)]
+    assert sizes == [8, 12, 16]
+    collected = read(data / "03_primary/iter_01/new_labels.extxyz", index=":")
+    assert sorted(a.info["origin"] for a in collected) == sorted(
+        a.info["origin"] for a in second)
+    assert not (data / "05_model_input/iter_01/selected.extxyz").exists()
+    records = [json.loads(line) for line in profile.read_text().splitlines()]
+    span = {(r["node"], r["stage"]): (r["start"], r["start"] + r["seconds"]) for r in records}
+    tol = 0.01
+    assert span[("iter_00.submit_first_batch", "node")][1] <= span[
+        ("iter_00.submit_selected", "node")][0] + tol
+    assert span[("iter_00.submit_selected", "node")][1] <= span[
+        ("iter_00.label_selected", "node")][0] + tol
+    # the second batch was under way before iteration 1 began training
+    assert span[("iter_00.submit_selected", "qm_batch")][0] <= span[
+        ("iter_01.train_committee", "node")][0] + tol
+    curve = json.loads((data / "08_reporting/iter_01/summary.json").read_text())
+    assert curve["n_labels"] == 12 and curve["labeling/n_new"] == 4
+
+
 def test_resume_reruns_only_missing_iterations(project):
     data = project / "data"
     kept = [data / "06_models/iter_00/committee.pt", data / "06_models/iter_01/committee.pt"]

@@ -38,6 +38,7 @@ def test_shipped_parameters_pass(params):
 
 @pytest.mark.parametrize(("key", "value", "expected"), [
     ("active_learning.n_iterations", 0, "integer >= 1"),
+    ("active_learning.lookahead", "yes", "true or false"),
     ("selection.batch_size", -3, "positive integer"),
     ("labeling.n_workers", 0, "integer >= 1"),
     ("labeling.timeout_s", -1.0, "number > 0 (or null)"),

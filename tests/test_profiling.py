@@ -43,3 +43,19 @@ def test_a_profile_of_foreground_labeling_counts_the_labeling_node():
     assert out["stages_s"]["qm_labeling"] == pytest.approx(25)
     assert out["qm_fraction"] == pytest.approx(25 / 40, abs=1e-3)
     assert out["overlapped_with_qm_s"] == {} and out["driver_waiting_for_qm_s"] == 0
+
+
+def test_two_batches_sharing_the_workers_count_their_time_once():
+    # lookahead: batch 1 (submitted at 15 s) starts while batch 0 (10–30 s) still runs and
+    # ends at 45 s; training of the next committee (31–40 s) runs while batch 1 is labeled
+    records = [
+        _node("iter_00.submit_first_batch", 10.1, 30, stage="qm_batch"),
+        _node("iter_00.submit_selected", 15, 45, stage="qm_batch"),
+        _node("iter_00.label_selected", 20, 30),
+        _node("iter_01.train_committee", 31, 40),
+    ]
+    out = summarize(records, process_wall=50)
+    assert out["stages_s"]["qm_labeling"] == pytest.approx(34.9)  # 10.1–45 s
+    assert out["qm_fraction"] == pytest.approx(34.9 / 50, abs=1e-3)
+    assert out["overlapped_with_qm_s"] == {"training": pytest.approx(9)}
+    assert out["per_iteration_s"][0]["qm_labeling"] == pytest.approx(19.9 + 30)

@@ -58,6 +58,10 @@ POSITIVE_INT, COUNT = _int(1), _int(0)
 POSITIVE, FRACTION = _number(0.0), _number(0.0, 1.0, closed_low=True)
 
 
+def _flag(v: Any) -> str | None:
+    return None if isinstance(v, bool) else f"must be true or false, got {v!r}"
+
+
 def _temperatures(v: Any) -> str | None:
     if isinstance(v, list | tuple) and v and all(POSITIVE(t) is None for t in v):
         return None
@@ -160,6 +164,7 @@ def _pressures(v: Any) -> str | None:
 #: (dotted key, check, parameters file) — a key absent from the parameters is not checked.
 RULES: tuple[tuple[str, Callable[[Any], str | None], str], ...] = (
     ("active_learning.n_iterations", POSITIVE_INT, "parameters_active_learning.yml"),
+    ("active_learning.lookahead", _flag, "parameters_active_learning.yml"),
     ("labeling", _known("reactive_al.oracles.labeling:LabelingConfig"),
      "parameters_labeling.yml"),
     ("labeling.scheduler", _scheduler, "parameters_labeling.yml"),

@@ -303,14 +303,13 @@ def _rebuild_pipelines_if_stale() -> None:
 
     Kedro's parameter validation loads the pipeline registry while the context is created,
     i.e. before this hook, so ``--params active_learning.n_iterations=N`` (or
-    ``training.pretrain``) would be ignored.
+    ``active_learning.lookahead``, ``training.pretrain``) would be ignored.
     """
     from kedro.framework.project import pipelines
 
-    from reactive_al.pipeline_registry import BUILT_WITH, _n_iterations, _pretrain
+    from reactive_al.pipeline_registry import BUILT_WITH, built_with
 
-    params = SESSION_PARAMETERS or {}
-    wanted = {"n_iterations": _n_iterations(params), "pretrain": _pretrain(params)}
+    wanted = built_with(SESSION_PARAMETERS or {})
     if any(BUILT_WITH.get(k, v) != v for k, v in wanted.items()):
         requested = pipelines._requested_pipelines  # keep the CLI's lazy selection
         pipelines.configure(pipelines._pipelines_module)

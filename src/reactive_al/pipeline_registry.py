@@ -16,8 +16,8 @@ from reactive_al.pipelines import (
     tuning,
 )
 
-#: What the registered pipelines were last built with: ``active_learning.n_iterations`` and
-#: whether ``training.pretrain`` is set.
+#: What the registered pipelines were last built with: ``active_learning.n_iterations``,
+#: ``active_learning.lookahead`` and whether ``training.pretrain`` is set.
 BUILT_WITH: dict[str, int | bool] = {}
 
 
@@ -46,10 +46,21 @@ def _pretrain(params: dict) -> bool:
     return bool(training.get("pretrain")) if isinstance(training, dict) else False
 
 
+def _lookahead(params: dict) -> bool:
+    """Whether the loop is pipelined one batch deep (``active_learning.lookahead``)."""
+    return bool((params.get("active_learning") or {}).get("lookahead", False))
+
+
+def built_with(params: dict) -> dict[str, int | bool]:
+    """The parameters the ``active_learning`` pipeline's shape depends on."""
+    return {"n_iterations": _n_iterations(params), "pretrain": _pretrain(params),
+            "lookahead": _lookahead(params)}
+
+
 def register_pipelines() -> dict[str, Pipeline]:
     """Register the project's pipelines; ``__default__`` runs a whole campaign."""
     params = _session_parameters()
-    BUILT_WITH.update(n_iterations=_n_iterations(params), pretrain=_pretrain(params))
+    BUILT_WITH.update(built_with(params))
     pipes = {
         "data_engineering": data_engineering.create_pipeline(),
         "labeling": labeling.create_pipeline(),

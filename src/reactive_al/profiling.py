@@ -123,7 +123,8 @@ def summarize(records: list[dict], process_wall: float) -> dict:
     """Sum profile records into stages (total and per iteration) and the QM fraction.
 
     QM labeling counts the initial pool's labeling and every batch's own wall time (from its
-    start to its last label, while the driver evaluates meanwhile); ``overlapped_with_qm_s``
+    start to its last label, while the driver evaluates meanwhile), the time two batches
+    shared the workers once (``active_learning.lookahead``); ``overlapped_with_qm_s``
     is the driver's node time spent while a batch ran, so the stages add up to the campaign's
     wall time plus that overlap. The QM fraction is the part of the campaign's wall time in
     which QM calculations were under way.
@@ -178,6 +179,8 @@ def summarize(records: list[dict], process_wall: float) -> dict:
     campaign = process_wall - one_off
     qm = _union(qm_spans)
     qm_wall = sum(b - a for a, b in qm)
+    if qm:
+        totals["qm_labeling"] = qm_wall
     overlapped: dict[str, float] = defaultdict(float)
     for stage, span in driver:
         overlapped[stage] += _overlap(span, qm)

@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import os
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -135,6 +136,8 @@ def slurm_cluster(cfg: LabelingConfig):
 
 
 _CLIENTS: dict[tuple, Any] = {}
+#: batches labeled from two threads (lookahead) must not start two clusters
+_CLIENTS_LOCK = threading.Lock()
 
 
 def _warm_worker(program: str) -> bool:
@@ -154,15 +157,16 @@ def dask_client(cfg: LabelingConfig):
     # slurm settings may hold lists (job_script_prologue): key on their JSON form
     key = (cfg.scheduler, cfg.n_workers, cfg.omp_threads,
            json.dumps(cfg.slurm, sort_keys=True, default=str))
-    client = _CLIENTS.get(key)
-    if client is not None and client.status == "running":
+    with _CLIENTS_LOCK:
+        client = _CLIENTS.get(key)
+        if client is not None and client.status == "running":
+            return client
+        cluster = make_cluster(cfg, cfg.n_workers)
+        client = Client(cluster) if cluster is not None else Client(cfg.scheduler)
+        if cluster is not None and cfg.scheduler == "local":
+            client.run(_warm_worker, cfg.level.program)
+        _CLIENTS[key] = client
         return client
-    cluster = make_cluster(cfg, cfg.n_workers)
-    client = Client(cluster) if cluster is not None else Client(cfg.scheduler)
-    if cluster is not None and cfg.scheduler == "local":
-        client.run(_warm_worker, cfg.level.program)
-    _CLIENTS[key] = client
-    return client
 
 
 #: seconds a client or cluster may take to close at exit before the process goes on without it

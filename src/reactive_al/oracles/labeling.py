@@ -9,7 +9,9 @@ a cache compute every structure once: a key another campaign is computing is wai
 
 from __future__ import annotations
 
+import itertools
 import logging
+import threading
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
@@ -119,9 +121,14 @@ CLAIM_POLL_S = 1.0
 
 
 class _InProcess:
-    """Computes one claimed label at a time in this process."""
+    """Computes one claimed label at a time in this process.
+
+    Batches labeled from background threads (:class:`LabelJob`) take turns: one in-process
+    calculation runs at a time, as on one worker.
+    """
 
     capacity = 1
+    _turn = threading.Lock()
 
     def __init__(self) -> None:
         self.queue: dict[str, tuple] = {}
@@ -135,17 +142,18 @@ class _InProcess:
 
     def finished(self, timeout_s: float | None) -> list[tuple[str, dict[str, Any]]]:
         key, args = self.queue.popitem()
-        return [(key, compute_label(*args))]
+        with self._turn:
+            return [(key, compute_label(*args))]
 
     def cancel(self) -> None:
         self.queue.clear()
 
 
 class _OnDask:
-    """Computes claimed labels on a Dask cluster, ``capacity`` at a time."""
+    """Computes claimed labels on a Dask cluster, ``capacity`` at a time, at ``priority``."""
 
-    def __init__(self, client, capacity: int) -> None:  # noqa: ANN001
-        self.client, self.capacity = client, capacity
+    def __init__(self, client, capacity: int, priority: int = 0) -> None:  # noqa: ANN001
+        self.client, self.capacity, self.priority = client, capacity, priority
         self.futures: dict[Any, str] = {}
 
     @property
@@ -153,7 +161,8 @@ class _OnDask:
         return len(self.futures)
 
     def submit(self, key: str, args: tuple) -> None:
-        self.futures[self.client.submit(compute_label, *args, pure=False)] = key
+        self.futures[self.client.submit(compute_label, *args, pure=False,
+                                        priority=self.priority)] = key
 
     def finished(self, timeout_s: float | None) -> list[tuple[str, dict[str, Any]]]:
         """The labels finished within ``timeout_s`` s (None: wait for the first)."""
@@ -188,8 +197,8 @@ def _periodicity(atoms: Atoms) -> tuple[list[list[float]] | None, list[bool] | N
     return np.asarray(atoms.cell).tolist(), [bool(p) for p in atoms.pbc]
 
 
-def _label_missing(jobs: dict[str, Atoms], cfg: LabelingConfig,
-                   cache: LabelCache) -> Iterator[tuple[str, dict[str, Any]]]:
+def _label_missing(jobs: dict[str, Atoms], cfg: LabelingConfig, cache: LabelCache,
+                   priority: int = 0) -> Iterator[tuple[str, dict[str, Any]]]:
     """Yield (key, record) for every key of ``jobs`` as it is known, storing what it computes.
 
     A key is computed here only under this call's claim; a key another live campaign holds is
@@ -207,7 +216,8 @@ def _label_missing(jobs: dict[str, Atoms], cfg: LabelingConfig,
                                           (cfg.n_workers <= 1 or len(jobs) <= 1)):
         runner: _InProcess | _OnDask = _InProcess()
     else:
-        runner = _OnDask(dask_client(cfg), capacity=2 * max(cfg.n_workers, 1))
+        runner = _OnDask(dask_client(cfg), capacity=2 * max(cfg.n_workers, 1),
+                         priority=priority)
     pending, waiting = deque(jobs), []
     told = False
     with Claims(cache, cfg.claim_ttl_s) as claims:
@@ -247,6 +257,7 @@ def _label_missing(jobs: dict[str, Atoms], cfg: LabelingConfig,
 
 def label_structures(
     frames: Iterable[Atoms], cfg: LabelingConfig, retry_failed: bool = False,
+    priority: int = 0,
 ) -> tuple[list[Atoms], list[dict[str, Any]]]:
     """Label ``frames`` with the QM oracle, reusing and filling the cache.
 
@@ -258,7 +269,9 @@ def label_structures(
     validation or QM is recorded with its cause and left out of the labeled list; a
     deterministic failure is cached, a transient one (timeout, exception) is not, so the next
     run computes it again. With ``retry_failed`` a cached failure is forgotten and computed
-    again (e.g. with a better SCF guess in the frame's ``info["qm_options"]``). Raises
+    again (e.g. with a better SCF guess in the frame's ``info["qm_options"]``). ``priority``
+    is the Dask priority of the calculations (higher runs first when batches share the
+    workers). Raises
     :class:`FailureBudgetExceeded` (after caching every finished label) if more than
     ``max_failure_fraction`` of a batch of at least four structures failed, and
     :class:`~reactive_al.oracles.cache.CacheUnwritable` if the cache cannot be written.
@@ -301,7 +314,7 @@ def label_structures(
         # disable=None: no bar when stderr is not a terminal (log files, batch jobs)
         bar = tqdm(total=len(jobs), desc="QM labels", disable=None if cfg.progress else True,
                    leave=False)
-        for key, record in _label_missing(jobs, cfg, cache):
+        for key, record in _label_missing(jobs, cfg, cache, priority):
             records[key] = record
             bar.update(1)
         bar.close()
@@ -338,17 +351,23 @@ class LabelJob:
     is recorded as stage ``qm_batch`` of the node that started it.
     """
 
+    #: how many jobs this process started: a later job's calculations have lower priority
+    _started = itertools.count()
+
     def __init__(self, frames: Iterable[Atoms], cfg: LabelingConfig) -> None:
+        self.frames = list(frames)
+        priority = -next(self._started)  # the Dask workers finish older batches first
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reactive-al-labels")
-        self._future = executor.submit(self._run, list(frames), cfg, profiling.current_node())
+        self._future = executor.submit(self._run, self.frames, cfg, priority,
+                                       profiling.current_node())
         executor.shutdown(wait=False)  # the thread ends after its one batch
 
     @staticmethod
-    def _run(frames: list[Atoms], cfg: LabelingConfig,
+    def _run(frames: list[Atoms], cfg: LabelingConfig, priority: int,
              node: str | None) -> tuple[list[Atoms], list[dict[str, Any]]]:
         start = time.time()
         try:
-            return label_structures(frames, cfg)
+            return label_structures(frames, cfg, priority=priority)
         finally:
             profiling.record("qm_batch", time.time() - start, start, node=node)
 

@@ -4,6 +4,12 @@ Iteration k trains on ``labeled_set_k``, explores with the new committee, select
 evaluates the committee while the batch is labeled, and writes ``labeled_set_{k+1}``; the last
 iteration trains and evaluates only. Every iteration is the same template under the namespace
 ``iter_NN``.
+
+With ``active_learning.lookahead`` the loop is pipelined one batch deep: iteration k's
+committee selects the batch *after* the one being labeled (which it has not seen), so the QM
+workers label batch k while committee k is trained, explores, selects batch k+1 and is
+evaluated. Iteration 0 selects the first two batches from its candidates; the last acquiring
+iteration only collects. The label budget is the same as without lookahead.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from reactive_al.pipelines.evaluation import create_pipeline as evaluation_pipel
 from reactive_al.pipelines.labeling.nodes import collect_labels, merge_labeled, submit_frames
 from reactive_al.pipelines.labeling.pipeline import QM_PARAMS
 from reactive_al.pipelines.selection import create_pipeline as selection_pipeline
+from reactive_al.pipelines.selection.nodes import select_batch, select_next_batch
 from reactive_al.pipelines.training import create_pipeline as training_pipeline
 from reactive_al.pipelines.training.pipeline import pretraining as training_pretraining
 
@@ -62,26 +69,82 @@ def iteration_template(iteration: int, acquire: bool, pretrained: bool = False) 
     ])
 
 
-def create_pipeline(n_iterations: int = 5, pretrain: bool = False, **kwargs) -> Pipeline:
+def lookahead_template(iteration: int, select_next: bool, pretrained: bool = False) -> Pipeline:
+    """One acquiring iteration of the pipelined loop (``active_learning.lookahead``), un-namespaced.
+
+    It collects ``pending_job`` (the batch ``pending``, selected by the previous committee
+    and labeled since) into ``next_labeled_set``. Before that, while the batch runs, it
+    trains the committee on ``labeled_set``, with ``select_next`` explores and selects the
+    next batch away from the training set and the pending batch (``selected``), starts
+    labeling it (``label_job``, queued behind the pending batch) and evaluates. Iteration 0
+    makes its own ``pending``: the first batch, from the same candidates.
+    """
+    training = training_pipeline(previous_committee=iteration > 0, pretrained=pretrained)
+    first = Pipeline([
+        node(select_batch, ["committee", "candidates", "labeled_set", "estimator",
+                            "params:selection"], ["pending", "pending_selection_stats"],
+             name="select_first_batch"),
+        node(submit_frames, ["pending", *QM_PARAMS], "pending_job", name="submit_first_batch"),
+    ]) if iteration == 0 else Pipeline([])
+    if not select_next:
+        return training + evaluation_pipeline(after="pending_job") + Pipeline([
+            node(collect_labels, ["pending_job", "evaluation_products"],
+                 ["new_labels", "label_failures"], name="label_selected"),
+            node(merge_labeled, ["labeled_set", "new_labels"], "next_labeled_set",
+                 name="merge_labeled"),
+            node(_at(iteration),
+                 {"metrics": "metrics", "evaluation_products": "evaluation_products",
+                  "committee": "committee", "labeled_set": "labeled_set",
+                  "selected": "pending", "label_failures": "label_failures"},
+                 ["summary", "figures"], name="summarize_iteration"),
+        ])
+    explore = selection_pipeline().only_nodes("fit_estimator", "explore_candidates")
+    return training + explore + first + Pipeline([
+        node(select_next_batch, ["committee", "candidates", "labeled_set", "pending_job",
+                                 "estimator", "params:selection"],
+             ["selected", "selection_stats"], name="select_batch"),
+        node(submit_frames, ["selected", *QM_PARAMS], "label_job", name="submit_selected"),
+    ]) + evaluation_pipeline(after="label_job") + Pipeline([
+        node(collect_labels, ["pending_job", "evaluation_products", "label_job"],
+             ["new_labels", "label_failures"], name="label_selected"),
+        node(merge_labeled, ["labeled_set", "new_labels"], "next_labeled_set",
+             name="merge_labeled"),
+        node(_at(iteration),
+             ["metrics", "evaluation_products", "committee", "labeled_set",
+              "exploration_stats", "selection_stats", "pending", "label_failures"],
+             ["summary", "figures"], name="summarize_iteration"),
+    ])
+
+
+def create_pipeline(n_iterations: int = 5, pretrain: bool = False, lookahead: bool = False,
+                    **kwargs) -> Pipeline:
     """``n_iterations`` namespaced iterations chained through ``labeled_set_{k}``.
 
     With ``pretrain`` (``training.pretrain`` set) the committee pre-trained on the cheap level
-    before iteration 0 is where every iteration's training starts.
+    before iteration 0 is where every iteration's training starts. With ``lookahead``
+    (``active_learning.lookahead``) the acquiring iterations are pipelined one batch deep
+    (:func:`lookahead_template`); with fewer than three iterations there is nothing to
+    pipeline and the loop is the plain one.
     """
     if n_iterations < 1:
         raise ValueError("parameters_active_learning.yml: n_iterations must be >= 1")
     iterations = []
     for k in range(n_iterations):
         last = k == n_iterations - 1
-        template = iteration_template(k, acquire=not last, pretrained=pretrain)
+        piped = lookahead and n_iterations > 2 and not last
+        template = (lookahead_template(k, select_next=k < n_iterations - 2, pretrained=pretrain)
+                    if piped else iteration_template(k, acquire=not last, pretrained=pretrain))
         params = {p.split(":", 1)[1] for p in template.inputs() if p.startswith("params:")}
         outputs = {} if last else {"next_labeled_set": f"labeled_set_{k + 1}"}
+        pending = {"pending": f"iter_{k - 1:02d}.selected",
+                   "pending_job": f"iter_{k - 1:02d}.label_job"} if piped and k else {}
         iterations.append(Pipeline(
             template,
             namespace=f"iter_{k:02d}",
             inputs={"labeled_set": f"labeled_set_{k}", "test_set": "test_set",
                     "reference_path": "reference_path",
-                    **({} if last else {"md_seeds": "md_seeds"}),
+                    **({"md_seeds": "md_seeds"} if "md_seeds" in template.inputs() else {}),
+                    **pending,
                     **({"previous_committee": f"iter_{k - 1:02d}.committee"} if k else {}),
                     **({"pretrained_committee": "pretrained_committee"} if pretrain else {})},
             outputs=outputs,

@@ -9,6 +9,7 @@ from ase import Atoms
 
 from reactive_al import exploration
 from reactive_al.models import Committee
+from reactive_al.oracles.labeling import LabelJob
 from reactive_al.selection import build_estimator, query
 from reactive_al.uncertainty import CRITERIA, UncertaintyEstimator
 
@@ -72,4 +73,19 @@ def select_batch(
         "candidate_energy_uncertainty_mean": stat(scores["energy"], np.mean),
         "candidate_force_uncertainty_mean": stat(scores["force"], np.mean),
     }
+    return selected, stats
+
+
+def select_next_batch(
+    committee: Committee, candidates: list[Atoms], labeled_set: list[Atoms],
+    pending_job: LabelJob, estimator: UncertaintyEstimator, selection: dict[str, Any],
+) -> tuple[list[Atoms], dict[str, Any]]:
+    """:func:`select_batch` while ``pending_job``'s batch is still being labeled.
+
+    The pending frames count as training frames for the near-duplicate test and the
+    strategies' distances (``min_separation``): the next batch is not selected twice.
+    """
+    stats_ref = list(labeled_set) + list(pending_job.frames)
+    selected, stats = select_batch(committee, candidates, stats_ref, estimator, selection)
+    stats["n_pending"] = len(pending_job.frames)
     return selected, stats
