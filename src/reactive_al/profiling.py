@@ -92,7 +92,8 @@ STAGES = {
     "build_structure_sets": "structures", "describe_test_pool": "structures",
     "label_initial_pool": "qm_labeling", "train_committee": "training",
     "explore_candidates": "exploration", "fit_estimator": "selection",
-    "select_batch": "selection", "evaluate_committee": "evaluation",
+    "select_batch": "selection", "select_first_batch": "selection",
+    "evaluate_committee": "evaluation",
     "merge_labeled": "structures", "summarize_iteration": "figures_mlflow",
     "learning_curve": "figures_mlflow", "campaign_report": "figures_mlflow",
     "publish_campaign_result": "figures_mlflow",
@@ -100,7 +101,7 @@ STAGES = {
 #: nodes that start a batch labeled in the background and wait for it: the batch's own record
 #: (stage ``qm_batch``) is its QM time; the driver's time in these nodes is waiting for the QM
 #: (``label_selected`` labeled in the foreground before the overlap was built)
-QM_DRIVER = {"submit_selected", "label_selected"}
+QM_DRIVER = {"submit_selected", "submit_first_batch", "label_selected"}
 
 
 def _union(intervals: list[tuple[float, float]]) -> list[tuple[float, float]]:
