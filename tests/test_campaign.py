@@ -177,6 +177,22 @@ def test_lookahead_labels_the_next_batch_while_the_committee_trains(project, tmp
         ("iter_01.train_committee", "node")][0] + tol
     curve = json.loads((data / "08_reporting/iter_01/summary.json").read_text())
     assert curve["n_labels"] == 12 and curve["labeling/n_new"] == 4
+    # killed in iteration 1 (its batch was being labeled in memory): the resumed run starts
+    # that batch again from iteration 0's saved selection and keeps iteration 0's committee
+    kept = data / "06_models/iter_00/committee.pt"
+    mtime = kept.stat().st_mtime
+    for name in ("06_models/iter_01", "06_models/iter_02", "08_reporting/iter_01",
+                 "08_reporting/iter_02", "03_primary/iter_01"):
+        shutil.rmtree(data / name)
+    for name in ("03_primary/labeled_set_2.extxyz", "03_primary/labeled_set.extxyz",
+                 "06_models/committee.pt", "08_reporting/learning_curve.csv"):
+        (data / name).unlink()
+    again = kedro(root, "--pipelines", "active_learning", "--only-missing-outputs", "--params",
+                  "active_learning.lookahead=true,active_learning.n_iterations=3")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert kept.stat().st_mtime == mtime
+    assert _frames(data / "03_primary/labeled_set_2.extxyz") == 16
+    assert (data / "08_reporting/learning_curve.csv").exists()
 
 
 def test_resume_reruns_only_missing_iterations(project):
