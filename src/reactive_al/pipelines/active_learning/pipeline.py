@@ -38,6 +38,17 @@ def _at(iteration: int):
     return update_wrapper(summarize, summarize_iteration)
 
 
+def _collect(iteration: int, job: str, overlapped: list[str], summary_inputs) -> Pipeline:
+    """Wait for ``job`` (after the ``overlapped`` outputs), merge its labels, summarize."""
+    return Pipeline([
+        node(collect_labels, [job, *overlapped], ["new_labels", "label_failures"],
+             name="label_selected"),
+        node(merge_labeled, ["labeled_set", "new_labels"], "next_labeled_set",
+             name="merge_labeled"),
+        node(_at(iteration), summary_inputs, ["summary", "figures"], name="summarize_iteration"),
+    ])
+
+
 def iteration_template(iteration: int, acquire: bool, pretrained: bool = False) -> Pipeline:
     """One AL iteration, un-namespaced: inputs ``labeled_set``, ``test_set``, ``md_seeds``.
 
@@ -57,16 +68,10 @@ def iteration_template(iteration: int, acquire: bool, pretrained: bool = False) 
         ])
     return training + selection_pipeline() + Pipeline([
         node(submit_frames, ["selected", *QM_PARAMS], "label_job", name="submit_selected"),
-    ]) + evaluation_pipeline(after="label_job") + Pipeline([
-        node(collect_labels, ["label_job", "evaluation_products"], ["new_labels", "label_failures"],
-             name="label_selected"),
-        node(merge_labeled, ["labeled_set", "new_labels"], "next_labeled_set",
-             name="merge_labeled"),
-        node(_at(iteration),
-             ["metrics", "evaluation_products", "committee", "labeled_set",
-              "exploration_stats", "selection_stats", "selected", "label_failures"],
-             ["summary", "figures"], name="summarize_iteration"),
-    ])
+    ]) + evaluation_pipeline(after="label_job") + _collect(
+        iteration, "label_job", ["evaluation_products"],
+        ["metrics", "evaluation_products", "committee", "labeled_set", "exploration_stats",
+         "selection_stats", "selected", "label_failures"])
 
 
 def lookahead_template(iteration: int, select_next: bool, pretrained: bool = False) -> Pipeline:
@@ -87,33 +92,21 @@ def lookahead_template(iteration: int, select_next: bool, pretrained: bool = Fal
         node(submit_frames, ["pending", *QM_PARAMS], "pending_job", name="submit_first_batch"),
     ]) if iteration == 0 else Pipeline([])
     if not select_next:
-        return training + evaluation_pipeline(after="pending_job") + Pipeline([
-            node(collect_labels, ["pending_job", "evaluation_products"],
-                 ["new_labels", "label_failures"], name="label_selected"),
-            node(merge_labeled, ["labeled_set", "new_labels"], "next_labeled_set",
-                 name="merge_labeled"),
-            node(_at(iteration),
-                 {"metrics": "metrics", "evaluation_products": "evaluation_products",
-                  "committee": "committee", "labeled_set": "labeled_set",
-                  "selected": "pending", "label_failures": "label_failures"},
-                 ["summary", "figures"], name="summarize_iteration"),
-        ])
+        return training + evaluation_pipeline(after="pending_job") + _collect(
+            iteration, "pending_job", ["evaluation_products"],
+            {"metrics": "metrics", "evaluation_products": "evaluation_products",
+             "committee": "committee", "labeled_set": "labeled_set",
+             "selected": "pending", "label_failures": "label_failures"})
     explore = selection_pipeline().only_nodes("fit_estimator", "explore_candidates")
     return training + explore + first + Pipeline([
         node(select_next_batch, ["committee", "candidates", "labeled_set", "pending_job",
                                  "estimator", "params:selection"],
              ["selected", "selection_stats"], name="select_batch"),
         node(submit_frames, ["selected", *QM_PARAMS], "label_job", name="submit_selected"),
-    ]) + evaluation_pipeline(after="label_job") + Pipeline([
-        node(collect_labels, ["pending_job", "evaluation_products", "label_job"],
-             ["new_labels", "label_failures"], name="label_selected"),
-        node(merge_labeled, ["labeled_set", "new_labels"], "next_labeled_set",
-             name="merge_labeled"),
-        node(_at(iteration),
-             ["metrics", "evaluation_products", "committee", "labeled_set",
-              "exploration_stats", "selection_stats", "pending", "label_failures"],
-             ["summary", "figures"], name="summarize_iteration"),
-    ])
+    ]) + evaluation_pipeline(after="label_job") + _collect(
+        iteration, "pending_job", ["evaluation_products", "label_job"],
+        ["metrics", "evaluation_products", "committee", "labeled_set", "exploration_stats",
+         "selection_stats", "pending", "label_failures"])
 
 
 def create_pipeline(n_iterations: int = 5, pretrain: bool = False, lookahead: bool = False,

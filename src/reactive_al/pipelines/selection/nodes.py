@@ -85,7 +85,7 @@ def select_next_batch(
     The pending frames count as training frames for the near-duplicate test and the
     strategies' distances (``min_separation``): the next batch is not selected twice.
     """
-    stats_ref = list(labeled_set) + list(pending_job.frames)
-    selected, stats = select_batch(committee, candidates, stats_ref, estimator, selection)
+    reference = list(labeled_set) + list(pending_job.frames)
+    selected, stats = select_batch(committee, candidates, reference, estimator, selection)
     stats["n_pending"] = len(pending_job.frames)
     return selected, stats
