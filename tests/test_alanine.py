@@ -8,7 +8,7 @@ from reactive_al.evaluation.ramachandran import (
     alanine_dipeptide_phi_psi_indices,
     dihedral_phi_psi,
 )
-from reactive_al.pipelines.data_engineering.nodes import build_structure_sets
+from reactive_al.pipelines.data_engineering.nodes import build_test_pool, build_training_pools
 from reactive_al.systems import load_system
 
 from .conftest import PROJECT_ROOT
@@ -40,7 +40,9 @@ def test_structure_sets_sample_only_the_reactant_well(monkeypatch):
     monkeypatch.chdir(PROJECT_ROOT)  # geometry paths in the systems file are project-relative
     params = yaml.safe_load((CONF / "parameters_data_engineering.yml").read_text())
     params = {**params["data_engineering"], "thermal": None}  # thermal MD runs xTB: not here
-    initial, test, seeds = build_structure_sets("alanine_dipeptide", SYSTEMS, params)
+    initial, seeds = build_training_pools("alanine_dipeptide", SYSTEMS, params)
+    test, failed = build_test_pool("alanine_dipeptide", SYSTEMS, params)
+    assert failed == []
     assert initial and test
     for frames in (initial, test, seeds):
         assert {a.info["subset"] for a in frames} == {"reactant"}

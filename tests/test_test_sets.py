@@ -29,7 +29,8 @@ from reactive_al.exploration.basins import (
 )
 from reactive_al.oracles.reference import driver_factory, md_driver
 from reactive_al.pipelines.data_engineering.nodes import (
-    build_structure_sets,
+    build_test_pool,
+    build_training_pools,
     describe_test_pool,
     reference_path,
 )
@@ -74,20 +75,21 @@ def _project_cwd(monkeypatch):
 
 
 def test_test_pool_has_exactly_the_requested_subset_sizes(h3_reference):
-    _, test, _ = build_structure_sets("h3_exchange", SYSTEMS, _params(), h3_reference)
+    test, failed = build_test_pool("h3_exchange", SYSTEMS, _params(), h3_reference)
     counts = Counter(a.info["subset"] for a in test)
     assert counts == {"reactant": 3 + 2, "product": 3 + 2,
                       "path": 3 + 3 * 2,  # the QM NEB's interior images + 2 perturbations each
                       "thermal_300K": 2 * 2, "thermal_600K": 2 * 2, "hot_1200K": 2 * 2}
     origins = Counter(a.info["origin"] for a in test)
     assert origins["path/qm_neb"] == 3 and origins["path/qm_neb_displaced"] == 6
-    stats = describe_test_pool(test)
-    assert stats["n_frames"] == len(test) == 31
+    assert failed == []
+    stats = describe_test_pool(test, failed)
+    assert stats["n_frames"] == len(test) == 31 and stats["md_failures"] == []
     assert {k: v["n"] for k, v in stats["subsets"].items()} == counts
 
 
 def test_thermal_frames_record_the_kinetic_temperature_of_their_run(h3_reference):
-    _, test, _ = build_structure_sets("h3_exchange", SYSTEMS, _params(), h3_reference)
+    test, _ = build_test_pool("h3_exchange", SYSTEMS, _params(), h3_reference)
     md = [a for a in test if a.info["subset"].startswith(("thermal_", "hot_"))]
     assert len(md) == 12
     runs: dict[tuple, set] = {}
@@ -116,17 +118,62 @@ def test_run_mean_kinetic_temperature_is_that_of_the_second_half():
     assert 0.75 * 300 < mean_t < 1.25 * 300  # the run mean: far less noisy than one frame
 
 
+def test_a_well_the_driver_cannot_compute_is_retried_recorded_and_left_out():
+    """GFN2-xTB (tblite) rejects a geometry with two atoms on one spot at every step."""
+    from ase import Atoms
+
+    from reactive_al.exploration.basins import MD_ATTEMPTS
+    from reactive_al.oracles.reference import thermal_frames
+
+    good = Atoms("H3", positions=[[0, 0, 0], [0.93, 0, 0], [1.86, 0, 0]],
+                 info={"subset": "reactant"})
+    bad = Atoms("H3", positions=[[0, 0, 0], [0, 0, 0], [1.86, 0, 0]],
+                info={"subset": "product"})
+    make = driver_factory(0, 2, md_driver(None, ["H"]))
+    frames, failed = thermal_frames([good, bad], make, [300.0], 2, np.random.default_rng(0),
+                                    n_steps=20)
+    assert len(frames) == 2 and {a.info["well"] for a in frames} == {"reactant"}
+    assert failed == [{"subset": "thermal_300K", "start": "product", "temperature_K": 300.0,
+                       "attempts": MD_ATTEMPTS, "category": "exception",
+                       "message": "Too close interatomic distances found"}]
+    stats = describe_test_pool(frames, failed)
+    assert stats["md_failures"] == failed and stats["subsets"]["thermal_300K"]["n"] == 2
+
+
+def test_a_transient_driver_failure_is_run_again_with_fresh_draws():
+    from ase.calculators.calculator import CalculationFailed
+
+    from reactive_al.exploration.basins import on_driver
+
+    rng, draws, failures = np.random.default_rng(0), [], []
+
+    def run():  # fails on its first call only, like an SCF that did not converge once
+        draws.append(rng.random())
+        if len(draws) == 1:
+            raise CalculationFailed("SCF did not converge in 250 iterations")
+        return ["frame"]
+
+    assert on_driver(run, failures, 2, subset="thermal_300K") == ["frame"]
+    assert failures == [] and draws[0] != draws[1]
+    draws.clear()
+    assert on_driver(run, failures, 1, subset="thermal_300K") is None
+    assert failures == [{"subset": "thermal_300K", "attempts": 1,
+                         "category": "scf_not_converged",
+                         "message": "SCF did not converge in 250 iterations"}]
+    with pytest.raises(ZeroDivisionError):  # not a driver error: a bug is not swallowed
+        on_driver(lambda: 1 / 0, failures, 2, subset="thermal_300K")
+
+
 def test_test_pool_never_overlaps_any_initial_pool(h3_reference):
     """Seed 0's test set (shared by every benchmark seed) against seeds 0-2's initial pools."""
     params = load_parameters(PROJECT_ROOT)
     bench = [seed_overrides(params, s, ["data_engineering.seed"]).get(
         "data_engineering.seed", params["data_engineering"]["seed"]) for s in range(3)]
     seeds = sorted({0, 1, 2, *bench})
-    _, test, _ = build_structure_sets("h3_exchange", SYSTEMS, _params(seed=0), h3_reference)
+    test, _ = build_test_pool("h3_exchange", SYSTEMS, _params(seed=0), h3_reference)
     test_pos = np.array([a.positions for a in test])
     for seed in seeds:
-        initial, _, _ = build_structure_sets("h3_exchange", SYSTEMS, _params(seed=seed),
-                                             h3_reference)
+        initial, _ = build_training_pools("h3_exchange", SYSTEMS, _params(seed=seed))
         init_pos = np.array([a.positions for a in initial])
         gap = np.abs(test_pos[:, None] - init_pos[None]).max(axis=(2, 3))
         assert gap.min() > 1e-6, f"seed {seed}: a test frame is an initial frame"
@@ -148,8 +195,9 @@ def test_basins_are_reached_and_sampled_on_alanine_with_xtb():
     params["test"].update({
         "basins": {name: {"phi": phi, "psi": psi} for name, (phi, psi) in BASINS.items()},
         "n_per_basin": 2, "basin_md": {"temperatures_K": [300], "n_steps": 100}})
-    _, test, _ = build_structure_sets("alanine_dipeptide", SYSTEMS, params)
+    test, failed = build_test_pool("alanine_dipeptide", SYSTEMS, params)
     elapsed = time.perf_counter() - start
+    assert failed == []
     basin = [a for a in test if a.info["subset"].startswith("basin_")]
     assert Counter(a.info["subset"] for a in basin) == {f"basin_{n}": 2 for n in BASINS}
     for a in basin:
@@ -192,7 +240,7 @@ def test_bad_basin_configuration_is_one_line(key, value, expected):
 def test_basins_on_a_system_without_a_backbone_is_one_line(h3_reference):
     params = _params(basins={"C7eq": [-83, 73]})
     with pytest.raises(SystemDefinitionError) as err:
-        build_structure_sets("h3_exchange", SYSTEMS, params, h3_reference)
+        build_test_pool("h3_exchange", SYSTEMS, params, h3_reference)
     assert "data_engineering.test.basins: the reactant of h3_exchange has no (phi, psi)" in str(
         err.value)
     assert "\n" not in str(err.value)

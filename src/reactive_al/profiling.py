@@ -89,7 +89,8 @@ def timed(stage: str) -> Iterator[None]:
 #: node name (without its iter_NN namespace) → stage of the profile
 STAGES = {
     "qm_reference_path": "one_off", "label_test_pool": "one_off",
-    "build_structure_sets": "structures", "describe_test_pool": "structures",
+    "build_training_pools": "structures", "build_test_pool": "structures",
+    "describe_test_pool": "structures",
     "label_initial_pool": "qm_labeling", "train_committee": "training",
     "explore_candidates": "exploration", "fit_estimator": "selection",
     "select_batch": "selection", "select_first_batch": "selection",

@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from ase import Atoms
 from ase.neighborlist import natural_cutoffs, neighbor_list
 
 from reactive_al.exploration.md import start_langevin
+from reactive_al.oracles.base import DRIVER_ERRORS, as_oracle_error
 from reactive_al.systems import bare, identity, working_copy
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,33 @@ BASIN_MD_DEFAULTS: dict[str, Any] = {
 }
 
 Dihedral = tuple[int, int, int, int]
+T = TypeVar("T")
+
+#: Attempts of one MD run on a driver: a run the driver fails (an SCF that does not converge
+#: at a hot frame, say) starts again once from the same structure with the stream's next draws.
+MD_ATTEMPTS = 2
+
+
+def on_driver(run: Callable[[], T], failures: list[dict[str, Any]], attempts: int = 1,
+              **what: Any) -> T | None:
+    """``run()``, or None when the driver fails it ``attempts`` times in a row.
+
+    A failure is a :data:`~reactive_al.oracles.base.DRIVER_ERRORS` error; each is logged in
+    one line naming ``what`` (e.g. ``subset=``, ``start=``, ``temperature_K=``). After the
+    last attempt ``failures`` gets ``{**what, "attempts", "category", "message"}`` (the test
+    set statistics report it), and the caller goes on without this run's frames.
+    """
+    label = ", ".join(f"{k} {v}" for k, v in what.items())
+    for attempt in range(1, attempts + 1):
+        try:
+            return run()
+        except DRIVER_ERRORS as exc:
+            err = as_oracle_error(exc)
+            log.warning("driver run (%s) failed, attempt %d of %d: %s", label, attempt,
+                        attempts, err)
+    failures.append({**what, "attempts": attempts, "category": err.category,
+                     "message": err.message})
+    return None
 
 
 def wrap_deg(angle: np.ndarray | float) -> np.ndarray:
@@ -198,27 +226,35 @@ def basin_frames(
     friction_per_fs: float = 0.1,
     relax_steps: int = 40,
     relax_fmax: float = 0.1,
-) -> list[Atoms]:
-    """``n_per_basin`` frames per basin and temperature (K), see the module docstring.
+) -> tuple[list[Atoms], list[dict[str, Any]]]:
+    """``n_per_basin`` frames per basin and temperature (K), and the driver's failures.
 
-    ``basins`` maps a name to its target (φ, ψ) in degrees, ``dihedrals`` are the atom indices
-    of φ and ψ, ``calc_factory()`` makes the driver's ASE calculator. Frames get
-    ``subset = basin_<name>``, ``origin = basin_<name>/md``, ``phi_psi_deg`` (measured),
-    ``basin_phi_psi_deg`` (the target), ``md_temperature_K`` and the kinetic temperatures of
-    :func:`langevin_frames`.
+    See the module docstring. ``basins`` maps a name to its target (φ, ψ) in degrees,
+    ``dihedrals`` are the atom indices of φ and ψ, ``calc_factory()`` makes the driver's ASE
+    calculator. Frames get ``subset = basin_<name>``, ``origin = basin_<name>/md``,
+    ``phi_psi_deg`` (measured), ``basin_phi_psi_deg`` (the target), ``md_temperature_K`` and
+    the kinetic temperatures of :func:`langevin_frames`. A relaxation or MD run the driver
+    fails is left out and recorded (:func:`on_driver`; an MD run gets :data:`MD_ATTEMPTS`).
     """
     frames: list[Atoms] = []
+    failures: list[dict[str, Any]] = []
     for name, target in basins.items():
         subset = f"basin_{name}"
         start = set_dihedrals(reactant, list(zip(dihedrals, target, strict=True)))
-        relaxed, converged, steps = restrained_relax(start, calc_factory(), dihedrals,
-                                                     relax_fmax, relax_steps)
+        relax = on_driver(lambda s=start: restrained_relax(s, calc_factory(), dihedrals,
+                                                           relax_fmax, relax_steps),
+                          failures, subset=subset, stage="restrained relaxation")
+        if relax is None:  # deterministic: no second attempt
+            continue
+        relaxed, converged, steps = relax
         log.info("basin %s: target (phi, psi) = (%.0f, %.0f) deg, relaxed to (%.1f, %.1f) in "
                  "%d steps%s", name, *target, *phi_psi_deg(relaxed, dihedrals), steps,
                  "" if converged else f" (not converged to {relax_fmax} eV/A)")
         for temp in temperatures_K:
-            run, _ = langevin_frames(relaxed, calc_factory(), float(temp), n_per_basin, rng,
-                                     n_steps, timestep_fs, friction_per_fs)
+            run = on_driver(lambda t=float(temp), r=relaxed: langevin_frames(
+                r, calc_factory(), t, n_per_basin, rng, n_steps, timestep_fs,
+                friction_per_fs)[0], failures, MD_ATTEMPTS, subset=subset, stage="md",
+                temperature_K=float(temp)) or []
             for a in run:
                 kinetic = dict(a.info)
                 a.info = identity(reactant)
@@ -227,4 +263,4 @@ def basin_frames(
                                "phi_psi_deg": phi_psi_deg(a, dihedrals),
                                "basin_phi_psi_deg": [float(t) for t in target], **kinetic})
             frames += run
-    return frames
+    return frames, failures

@@ -10,6 +10,7 @@ self energies fitted to the QM labels. Selection still spends QM labels only.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +19,8 @@ from ase import Atoms
 
 from reactive_al.exploration.structures import structure_set
 from reactive_al.oracles.reference import driver_factory, thermal_frames
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -61,9 +64,14 @@ def pretrain_pool(rs, cfg: PretrainConfig, level) -> list[Atoms]:  # noqa: ANN00
     for w, name in zip(wells, ("reactant", "product"), strict=False):
         w.info["subset"] = name
     if cfg.md_frames_per_well and cfg.md_temperatures_K:
-        pool += thermal_frames(wells, driver_factory(rs.charge, rs.multiplicity, level),
-                               [float(t) for t in cfg.md_temperatures_K],
-                               int(cfg.md_frames_per_well), rng_md, n_steps=int(cfg.md_steps))
+        frames, failed = thermal_frames(
+            wells, driver_factory(rs.charge, rs.multiplicity, level),
+            [float(t) for t in cfg.md_temperatures_K], int(cfg.md_frames_per_well), rng_md,
+            n_steps=int(cfg.md_steps))
+        pool += frames
+        if failed:  # each failed run is logged by on_driver; the pool is smaller by these
+            log.warning("pre-training pool: %d MD run(s) on %s failed and were left out: %s",
+                        len(failed), level.name, failed)
     for a in pool:
         a.info["origin"] = f"pretrain/{a.info.get('origin', 'pool')}"
         rs.tag(a)

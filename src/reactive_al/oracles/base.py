@@ -14,7 +14,7 @@ from importlib.metadata import version as dist_version
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from ase import Atoms
-from ase.calculators.calculator import Calculator
+from ase.calculators.calculator import Calculator, CalculatorError
 
 #: Failure categories recorded for a structure that could not be labeled.
 FAILURE_CATEGORIES = ("scf_not_converged", "geometry_invalid", "timeout", "exception")
@@ -31,6 +31,24 @@ class OracleError(RuntimeError):
         super().__init__(f"{category}: {message}")
         self.category = category
         self.message = message
+
+
+#: What a driver's ASE calculator (:meth:`Oracle.calculator`) raises when a step gives no
+#: result: tblite raises ASE's ``CalculationFailed``/``InputError``, the project's PySCF
+#: calculator :class:`OracleError`. An MD run or relaxation on a driver catches exactly these.
+DRIVER_ERRORS: tuple[type[Exception], ...] = (OracleError, CalculatorError)
+
+
+def as_oracle_error(exc: Exception) -> OracleError:
+    """``exc`` as a recorded failure: ``scf_not_converged`` when its message says so.
+
+    An :class:`OracleError` is returned as it is; anything else becomes category
+    ``exception`` (or ``scf_not_converged``) with the first line of its message.
+    """
+    if isinstance(exc, OracleError):
+        return exc
+    msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return OracleError("scf_not_converged" if "converge" in msg.lower() else "exception", msg)
 
 
 @runtime_checkable

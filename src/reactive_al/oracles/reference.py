@@ -24,7 +24,7 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
 
 from reactive_al.exploration.band import superposition
-from reactive_al.exploration.basins import langevin_frames
+from reactive_al.exploration.basins import MD_ATTEMPTS, langevin_frames, on_driver
 from reactive_al.oracles.base import Level, get_oracle, parse_level
 from reactive_al.oracles.labeling import LabelingConfig, label_structures
 from reactive_al.systems import identity
@@ -358,7 +358,7 @@ def thermal_frames(
     timestep_fs: float = 0.5,
     friction_per_fs: float = 0.02,
     subset_names: dict[float, str] | None = None,
-) -> list[Atoms]:
+) -> tuple[list[Atoms], list[dict[str, Any]]]:
     """Frames of Langevin MD in each well, ``n_per_well`` per well and temperature (K).
 
     ``calc_factory()`` makes the driver's ASE calculator (see :func:`driver_factory`); the
@@ -368,14 +368,19 @@ def thermal_frames(
     :func:`~reactive_al.exploration.basins.langevin_frames`: each records
     ``md_kinetic_temperature_K``, the mean kinetic temperature over that half (K), and
     ``kinetic_temperature_K``, its own. ``subset`` is ``thermal_<T>K`` unless
-    ``subset_names`` maps T to a name.
+    ``subset_names`` maps T to a name. Also returns the runs the driver failed: each gets
+    :data:`~reactive_al.exploration.basins.MD_ATTEMPTS` and is then recorded and left out
+    (:func:`~reactive_al.exploration.basins.on_driver`).
     """
     frames: list[Atoms] = []
+    failures: list[dict[str, Any]] = []
     for temp in temperatures_K:
         subset = (subset_names or {}).get(temp, f"thermal_{int(temp)}K")
         for well in wells:
-            run, _ = langevin_frames(well, calc_factory(), temp, n_per_well, rng,
-                                     n_steps, timestep_fs, friction_per_fs)
+            run = on_driver(lambda w=well, t=temp: langevin_frames(
+                w, calc_factory(), t, n_per_well, rng, n_steps, timestep_fs,
+                friction_per_fs)[0], failures, MD_ATTEMPTS, subset=subset,
+                start=well.info.get("subset", "reactant"), temperature_K=float(temp)) or []
             for a in run:
                 kinetic = dict(a.info)
                 a.info = identity(well)
@@ -383,7 +388,7 @@ def thermal_frames(
                                "md_temperature_K": float(temp),
                                "well": well.info.get("subset", "reactant"), **kinetic})
             frames += run
-    return frames
+    return frames, failures
 
 
 def driver_factory(charge: int, multiplicity: int, level: Level):

@@ -18,7 +18,7 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import Calculator
 
-from reactive_al.oracles.base import Oracle, OracleError, register_oracle
+from reactive_al.oracles.base import Oracle, OracleError, as_oracle_error, register_oracle
 
 #: Our method names → tblite's.
 _METHODS = {"gfn2-xtb": "GFN2-xTB", "gfn1-xtb": "GFN1-xTB", "ipea1-xtb": "IPEA1-xTB"}
@@ -105,9 +105,7 @@ def xtb_single_point(
         forces = np.asarray(work.get_forces())
         stress = np.asarray(work.get_stress(voigt=True), dtype=float) if periodic else None
     except Exception as exc:  # tblite raises a generic exception when SCC does not converge
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        category = "scf_not_converged" if "converge" in msg.lower() else "exception"
-        raise OracleError(category, msg) from exc
+        raise as_oracle_error(exc) from exc
     wall = time.perf_counter() - start
     if timeout_s and wall > timeout_s:
         raise OracleError("timeout", f"xTB took {wall:.1f} s > {timeout_s} s")

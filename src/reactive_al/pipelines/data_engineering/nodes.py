@@ -20,6 +20,7 @@ from reactive_al.exploration.structures import (
     random_displacements,
     structure_set,
 )
+from reactive_al.oracles.base import DRIVER_ERRORS, as_oracle_error
 from reactive_al.oracles.labeling import LabelingConfig
 from reactive_al.oracles.reference import (
     driver_factory,
@@ -93,27 +94,61 @@ def _band(rs, ref: dict[str, Any], n_images: int) -> tuple[list[Atoms], dict[str
                       where=f"conf/base/parameters_systems.yml: systems.{rs.name}")
 
 
-def build_structure_sets(
+def _streams(params: dict[str, Any]) -> list[np.random.Generator]:
+    """The five random streams of ``data_engineering.seed``: initial, test, MD, basins, cell.
+
+    Streams 4 and 5 (the basins, the cell path) came after the first three; a SeedSequence's
+    k-th child does not depend on how many are spawned, so adding them changed nothing.
+    """
+    return [np.random.default_rng(s) for s in np.random.SeedSequence(params["seed"]).spawn(5)]
+
+
+def build_training_pools(
+    system: str, systems: dict[str, Any], params: dict[str, Any],
+) -> tuple[list[Atoms], list[Atoms]]:
+    """The initial training pool and the MD seeds of the selected system.
+
+    MD seeds are the end points and ``md_seed_path_images`` IDPP images (unlabeled starting
+    points). The pool uses its own random stream (:func:`_streams`), so no test structure of
+    :func:`build_test_pool` is also an initial one.
+    """
+    rs = load_system(system, systems)
+    rng_init = _streams(params)[0]
+    common = {"sigma": params["sigma"], "temperature_K": params["temperature_K"]}
+    initial = structure_set(rs.reactant, rs.product, rng=rng_init, **params["initial"], **common)
+    seeds = [rs.reactant.copy()] + ([rs.product.copy()] if rs.product is not None else [])
+    seeds[0].info = {"origin": "reactant", "subset": "reactant"}
+    if rs.product is not None:
+        seeds[1].info = {"origin": "product", "subset": "product"}
+        n_img = int(params.get("md_seed_path_images", 0))
+        if n_img:
+            band, _ = _band(rs, params.get("reference_path") or {}, n_img)
+            seeds += idpp_path(rs.reactant, rs.product, n_img, band=band)
+    for frames in (initial, seeds):
+        for a in frames:
+            rs.tag(a)
+    return initial, seeds
+
+
+def build_test_pool(
     system: str, systems: dict[str, Any], params: dict[str, Any],
     reference: list[Atoms] | None = None,
-) -> tuple[list[Atoms], list[Atoms], list[Atoms]]:
-    """Initial training pool, held-out test pool and MD seeds for the selected system.
+) -> tuple[list[Atoms], list[dict[str, Any]]]:
+    """The held-out test pool of the selected system and the driver runs that failed.
 
-    The test pool uses its own random stream, so no test structure is also an initial one.
     Its path subset is the QM NEB ``reference`` path (interior images) and perturbations of
     them; its thermal subsets come from MD in the wells (``params["thermal"]``); its basin
     subsets (``params["test"]["basins"]``, none by default) from MD in dihedral basins
     (:func:`reactive_al.exploration.basins.basin_frames`); a crystal's ``test_path`` subsets
-    from the cell path to its other form (:func:`_cell_path_test_frames`). MD seeds are the
-    end points and a few IDPP images (unlabeled starting points).
+    from the cell path to its other form (:func:`_cell_path_test_frames`). An MD run or
+    relaxation the driver fails is left out and recorded
+    (:func:`~reactive_al.exploration.basins.on_driver`); ``describe_test_pool`` reports them.
+    A node of its own, stored with the test set: every seed of a comparison shares it, so a
+    seed's run with ``--only-missing-outputs`` does not run its MD again.
     """
     rs = load_system(system, systems)
-    # streams 4 and 5 for the basins and the cell path: the first three are those of before
-    # (a SeedSequence's k-th child does not depend on how many are spawned)
-    rng_init, rng_test, rng_md, rng_basin, rng_cell = (
-        np.random.default_rng(s) for s in np.random.SeedSequence(params["seed"]).spawn(5))
+    _, rng_test, rng_md, rng_basin, rng_cell = _streams(params)
     common = {"sigma": params["sigma"], "temperature_K": params["temperature_K"]}
-    initial = structure_set(rs.reactant, rs.product, rng=rng_init, **params["initial"], **common)
     test_params = {k: v for k, v in params["test"].items() if k not in BASIN_KEYS}
     test = structure_set(rs.reactant, rs.product, rng=rng_test, **test_params, **common)
     if reference:
@@ -124,28 +159,24 @@ def build_structure_sets(
         n_pert = int(params.get("reference_path", {}).get("n_perturbed", 0))
         test += path_perturbations(images, n_pert, params["sigma"], rng_test,
                                    origin="path/qm_neb_displaced")
-    test += _thermal_test_frames(rs, params.get("thermal"), rng_md)
-    test += _basin_test_frames(rs, params["test"], params.get("thermal"), rng_basin)
-    test += _cell_path_test_frames(rs, params["sigma"], rng_cell)
-    seeds = [rs.reactant.copy()] + ([rs.product.copy()] if rs.product is not None else [])
-    seeds[0].info = {"origin": "reactant", "subset": "reactant"}
-    if rs.product is not None:
-        seeds[1].info = {"origin": "product", "subset": "product"}
-        n_img = int(params.get("md_seed_path_images", 0))
-        if n_img:
-            band, _ = _band(rs, params.get("reference_path") or {}, n_img)
-            seeds += idpp_path(rs.reactant, rs.product, n_img, band=band)
-    for frames in (initial, test, seeds):
-        for a in frames:
-            rs.tag(a)
-    return initial, test, seeds
+    thermal, failed_thermal = _thermal_test_frames(rs, params.get("thermal"), rng_md)
+    basins, failed_basins = _basin_test_frames(rs, params["test"], params.get("thermal"),
+                                               rng_basin)
+    test += thermal + basins + _cell_path_test_frames(rs, params["sigma"], rng_cell)
+    for a in test:
+        rs.tag(a)
+    return test, failed_thermal + failed_basins
 
 
-def _thermal_test_frames(rs, thermal: dict[str, Any] | None, rng: np.random.Generator):
-    """Thermal test frames of Langevin MD in the wells on the ``thermal.driver`` oracle."""
+def _thermal_test_frames(rs, thermal: dict[str, Any] | None, rng: np.random.Generator
+                         ) -> tuple[list[Atoms], list[dict[str, Any]]]:
+    """Thermal test frames of Langevin MD in the wells on the ``thermal.driver`` oracle.
+
+    Also the runs the driver failed (see :func:`~reactive_al.oracles.reference.thermal_frames`).
+    """
     level = thermal_driver(thermal, rs.reactant.get_chemical_symbols())
     if level is None:
-        return []
+        return [], []
     wells = [rs.reactant] + ([rs.product] if rs.product is not None else [])
     for w, name in zip(wells, ("reactant", "product"), strict=False):
         w.info["subset"] = name
@@ -189,9 +220,9 @@ def _cell_path_test_frames(rs, sigma: float, rng: np.random.Generator) -> list[A
             try:
                 BFGS(image, logfile=None).run(fmax=spec["relax_fmax"],
                                               steps=spec["relax_steps"])
-            except Exception as exc:  # noqa: BLE001 - any driver failure: keep the image as is
+            except DRIVER_ERRORS as exc:  # a driver failure: keep the image as it is
                 log.warning("test pool: %s: relaxation failed (%s); kept unrelaxed", name,
-                            str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+                            as_oracle_error(exc))
                 image.positions = start
                 origin = "interpolated"
             image.calc = None
@@ -203,14 +234,18 @@ def _cell_path_test_frames(rs, sigma: float, rng: np.random.Generator) -> list[A
 
 
 def _basin_test_frames(rs, test: dict[str, Any], thermal: dict[str, Any] | None,
-                       rng: np.random.Generator) -> list[Atoms]:
-    """Frames of the ``test.basins`` (φ, ψ) basins on the ``thermal.driver`` oracle."""
+                       rng: np.random.Generator) -> tuple[list[Atoms], list[dict[str, Any]]]:
+    """Frames of the ``test.basins`` (φ, ψ) basins on the ``thermal.driver`` oracle.
+
+    Also the relaxations and runs the driver failed (see
+    :func:`~reactive_al.exploration.basins.basin_frames`).
+    """
     try:
         basins = parse_basins(test.get("basins"))
     except ValueError as exc:
         raise SystemDefinitionError(f"{BASINS_WHERE}: {exc}") from None
     if not basins:
-        return []
+        return [], []
     try:
         dihedrals = alanine_dipeptide_phi_psi_indices(rs.reactant)
     except ValueError as exc:
@@ -227,13 +262,20 @@ def _basin_test_frames(rs, test: dict[str, Any], thermal: dict[str, Any] | None,
                         relax_fmax=float(md["relax_fmax"]))
 
 
-def describe_test_pool(test_pool: list[Atoms]) -> dict[str, Any]:
+def describe_test_pool(test_pool: list[Atoms],
+                       md_failures: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """Per-subset sizes, origins, mean kinetic temperatures and basin (φ, ψ) of the test pool.
 
     See :func:`reactive_al.evaluation.test_sets.subset_stats`; each subset is also logged in
     one line, so a run shows whether its MD held the set temperature and reached the basins.
+    ``md_failures`` (from :func:`build_test_pool`) become ``md_failures``: the driver runs
+    that gave no frames, with their subset, temperature, attempts and cause.
     """
     stats = subset_stats(test_pool)
     for line in subset_lines(stats):
         log.info("test pool: %s", line)
+    stats["md_failures"] = list(md_failures or [])
+    for f in stats["md_failures"]:
+        log.warning("test pool: %s: a driver run gave no frames after %d attempt(s): %s: %s",
+                    f.get("subset"), f["attempts"], f["category"], f["message"])
     return stats

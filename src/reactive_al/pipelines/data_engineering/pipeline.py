@@ -3,7 +3,8 @@
 from kedro.pipeline import Pipeline, node
 
 from reactive_al.pipelines.data_engineering.nodes import (
-    build_structure_sets,
+    build_test_pool,
+    build_training_pools,
     describe_test_pool,
     reference_path,
 )
@@ -15,9 +16,12 @@ def create_pipeline(**kwargs) -> Pipeline:
         node(reference_path,
              ["params:system", "params:systems", "params:labeling", "params:data_engineering"],
              ["reference_path", "reference_path_stats"], name="qm_reference_path"),
-        node(build_structure_sets,
+        node(build_training_pools,
+             ["params:system", "params:systems", "params:data_engineering"],
+             ["initial_pool", "md_seeds"], name="build_training_pools"),
+        node(build_test_pool,
              ["params:system", "params:systems", "params:data_engineering", "reference_path"],
-             ["initial_pool", "test_pool", "md_seeds"],
-             name="build_structure_sets"),
-        node(describe_test_pool, "test_pool", "test_set_stats", name="describe_test_pool"),
+             ["test_pool", "test_pool_md_failures"], name="build_test_pool"),
+        node(describe_test_pool, ["test_pool", "test_pool_md_failures"], "test_set_stats",
+             name="describe_test_pool"),
     ])
