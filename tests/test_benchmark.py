@@ -397,7 +397,9 @@ def test_seed_0_runs_with_todays_parameters_and_other_seeds_share_test_set(proje
         ds = campaign_catalog(project, root, "random", seed=seed).get(name)
         return Path(ds._describe()["filepath"])
 
-    for name in ("test_set", "reference_path", "reference_path_stats", "test_label_failures"):
+    # the unlabeled test pool too: a seed's stage finds it and does not run its MD again
+    for name in ("test_set", "reference_path", "reference_path_stats", "test_label_failures",
+                 "test_pool", "test_pool_md_failures", "test_set_stats"):
         assert where(0, name) == where(1, name) == project / root / where(0, name).relative_to(
             project / root)
     for name in ("initial_pool", "labeled_set_0", "iter_00.metrics", "iter_00.committee",
