@@ -38,7 +38,7 @@ def time_steps(spec: CommitteeSpec, batch: dict, n_steps: int) -> float:
     training; each step evaluates the member networks, the loss and the optimiser step.
     """
     model = build_model(spec)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)  # as train_committee
     features = PrecomputedFeatures(model, batch["species"], batch["coordinates"])
     idx = torch.arange(len(batch["species"]))
     times = []

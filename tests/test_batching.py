@@ -127,3 +127,14 @@ def test_precomputed_features_equal_the_models_own_energies_and_forces():
     assert float((e - e_ref).abs().max()) < 1e-6
     assert float((f - f_ref).abs().max()) < 1e-5
     assert float(f_ref.abs().max()) > 1e-3  # not trivially zero
+    # the members' networks run stacked: the training gradient must still reach every
+    # member's own parameters, as the model's own loop over members gives it
+    e, f = feats.energies_forces(idx, create_graph=True)
+    fast = torch.autograd.grad(e.sum() + f.pow(2).sum(), list(model.parameters()))
+    e_ref, f_ref = _member_energies_forces(model, t["species"][idx], t["coordinates"][idx],
+                                           True)
+    slow = torch.autograd.grad(e_ref.sum() + f_ref.pow(2).sum(), list(model.parameters()))
+    assert len(fast) == 3 * 2 * 3  # members × elements × layers
+    for g, g_ref in zip(fast, slow, strict=True):
+        assert float(g_ref.abs().max()) > 0
+        torch.testing.assert_close(g, g_ref, rtol=1e-4, atol=1e-6)
