@@ -36,6 +36,16 @@ class _CountingEMT(EMT):
         return out
 
 
+def _own_member_terms(model, species, coords, create_graph):
+    """The model's own forward pass per member and one autograd force per member."""
+    x = coords.detach().clone().requires_grad_(True)
+    _, e = model((species, x), ensemble_values=True)
+    f = torch.stack([-torch.autograd.grad(e[k].sum(), x, retain_graph=True,
+                                          create_graph=create_graph)[0]
+                     for k in range(e.shape[0])])
+    return e, f
+
+
 def _job(start, t, n_steps, seed, calc):
     cfg = WalkerConfig(n_steps=n_steps, sample_every=5)
     return run_walker(start, calc, t, cfg, np.random.default_rng(seed), f"w{seed}")
@@ -106,8 +116,9 @@ def test_batched_neb_images_get_their_own_forces():
 
 
 def test_precomputed_features_equal_the_models_own_energies_and_forces():
-    # training evaluates only the networks on AEVs and Jacobians computed once; that must be
-    # the model's own function, padding (two compositions) and the xTB repulsion included
+    # training evaluates only the networks on AEVs and Jacobians computed once; prediction
+    # evaluates the members' networks stacked; both must be the model's own function, padding
+    # (two compositions) and the xTB repulsion included
     from reactive_al.models import frames_to_tensors
     from reactive_al.models.committee import _member_energies_forces
     from reactive_al.models.features import PrecomputedFeatures
@@ -120,21 +131,23 @@ def test_precomputed_features_equal_the_models_own_energies_and_forces():
     t = frames_to_tensors(frames, with_labels=False)
     feats = PrecomputedFeatures(model, t["species"], t["coordinates"], chunk=4)
     idx = torch.tensor([5, 0, 3])
-    e, f = feats.energies_forces(idx, create_graph=False)
-    e_ref, f_ref = _member_energies_forces(model, t["species"][idx], t["coordinates"][idx],
-                                           False)
-    assert e.shape == e_ref.shape == (3, 3)
-    assert float((e - e_ref).abs().max()) < 1e-6
-    assert float((f - f_ref).abs().max()) < 1e-5
+    sp, xyz = t["species"][idx], t["coordinates"][idx]
+    e_ref, f_ref = _own_member_terms(model, sp, xyz, False)
     assert float(f_ref.abs().max()) > 1e-3  # not trivially zero
+    assert float(e_ref.std(0).max()) > 1e-4  # the members differ
+    for e, f in (feats.energies_forces(idx, create_graph=False),
+                 _member_energies_forces(model, sp, xyz, False)):
+        assert e.shape == e_ref.shape == (3, 3)
+        assert float((e - e_ref).abs().max()) < 1e-6
+        assert float((f - f_ref).abs().max()) < 1e-5
     # the members' networks run stacked: the training gradient must still reach every
     # member's own parameters, as the model's own loop over members gives it
-    e, f = feats.energies_forces(idx, create_graph=True)
-    fast = torch.autograd.grad(e.sum() + f.pow(2).sum(), list(model.parameters()))
-    e_ref, f_ref = _member_energies_forces(model, t["species"][idx], t["coordinates"][idx],
-                                           True)
+    e_ref, f_ref = _own_member_terms(model, sp, xyz, True)
     slow = torch.autograd.grad(e_ref.sum() + f_ref.pow(2).sum(), list(model.parameters()))
-    assert len(fast) == 3 * 2 * 3  # members × elements × layers
-    for g, g_ref in zip(fast, slow, strict=True):
-        assert float(g_ref.abs().max()) > 0
-        torch.testing.assert_close(g, g_ref, rtol=1e-4, atol=1e-6)
+    for e, f in (feats.energies_forces(idx, create_graph=True),
+                 _member_energies_forces(model, sp, xyz, True)):
+        fast = torch.autograd.grad(e.sum() + f.pow(2).sum(), list(model.parameters()))
+        assert len(fast) == 3 * 2 * 3  # members × elements × layers
+        for g, g_ref in zip(fast, slow, strict=True):
+            assert float(g_ref.abs().max()) > 0
+            torch.testing.assert_close(g, g_ref, rtol=1e-4, atol=1e-6)

@@ -16,6 +16,7 @@ from ase.calculators.calculator import Calculator, all_changes
 from ase.units import Hartree
 
 from reactive_al.models.baseline import Baseline
+from reactive_al.models.features import StackedNetworks, member_networks
 
 CHECKPOINT_FORMAT = "reactive_al.committee/1"
 
@@ -196,22 +197,36 @@ def member_terms(model, t: dict[str, torch.Tensor], idx, create_graph: bool):  #
 def _member_energies_forces(model, species, coords, create_graph: bool):
     """Energies [M, B] (Hartree) and forces [M, B, A, 3] (Hartree/Å) of every member.
 
-    One backward pass for all members: the batch is replicated once per member, every
-    member's energy is taken on its own copy, and the gradient of their sum with respect to
-    the copies is each member's own gradient (2× faster than one backward per member for a
-    single small structure, 1.2× for a training batch).
+    One backward pass for all members: the batch is replicated once per member, member m's
+    energy is taken on its own copy (its networks stacked with the others',
+    :class:`~reactive_al.models.features.StackedNetworks`), and the gradient of their sum
+    with respect to the copies is each member's own gradient. The model's own sum of
+    potentials (``ANI.compute_from_neighbors``) with one network call per element and layer
+    instead of one per member and copy: 2× faster for a walker step, equal to float32.
     """
-    nets = model.neural_networks
-    m = nets.get_active_members_num() if hasattr(nets, "get_active_members_num") else 1
+    from torchani.neighbors import discard_outside_cutoff
+
+    m = len(member_networks(model))
     b = coords.shape[0]
+    elem = model.species_converter(species, nop=not model.periodic_table_index)
+    el = elem.repeat(m, 1)
     copies = coords.detach().unsqueeze(0).repeat(m, 1, 1, 1).requires_grad_(True)
-    _, energies = model((species.repeat(m, 1), copies.reshape(m * b, *coords.shape[1:])),
-                        ensemble_values=True)
-    if energies.dim() == 1:
-        energies = energies.unsqueeze(0)
-    own = torch.diagonal(energies.reshape(m, m, b), dim1=0, dim2=1).T  # [member, frame]
-    (grads,) = torch.autograd.grad(own.sum(), copies, create_graph=create_graph)
-    return own, -grads
+    x = copies.reshape(m * b, *coords.shape[1:])
+    everyone = model.neighborlist(model.cutoff, el, x, None, None)
+    energies = x.new_zeros(m, b)
+    for name, pot in model.potentials.items():
+        if not pot._enabled:
+            continue
+        pairs = discard_outside_cutoff(everyone, pot.cutoff)
+        if name == "nnp":
+            aevs = pot.aev_computer.compute_from_neighbors(el, x, pairs)
+            energies = energies + StackedNetworks(model)(elem, aevs.view(m, b, *aevs.shape[1:]))
+        else:
+            energies = energies + pot.compute_from_neighbors(el, x, pairs).energies.view(m, b)
+    if model.energy_shifter._enabled:
+        energies = energies + model.energy_shifter(elem)
+    (grads,) = torch.autograd.grad(energies.sum(), copies, create_graph=create_graph)
+    return energies, -grads
 
 
 class Committee:

@@ -22,7 +22,8 @@ from torch import Tensor
 MAX_JACOBIAN_BYTES = 2 * 1024**3
 
 
-def _members(model) -> list[torch.nn.Module]:  # noqa: ANN001
+def member_networks(model) -> list[torch.nn.Module]:  # noqa: ANN001
+    """The committee's members: one ``ANINetworks`` (element networks) each."""
     nets = model.potentials["nnp"].neural_networks
     return list(getattr(nets, "members", [nets]))
 
@@ -32,6 +33,49 @@ def jacobian_bytes(model, species: Tensor) -> int:  # noqa: ANN001
     aev_dim = int(model.potentials["nnp"].aev_computer.out_dim)
     n, a = species.shape
     return 4 * n * a * aev_dim * a * 3
+
+
+class StackedNetworks:
+    """Every member's network energy at once, the members' layers stacked.
+
+    The members' networks of one element are evaluated together: their layer weights are
+    stacked (differentiably, so the gradients reach each member's own parameters) and applied
+    by one batched matrix product per layer, as TorchANI's ``BmmEnsemble`` does for
+    inference. The same function as calling each member's ``ANINetworks``; one set of
+    operations per element and layer instead of one per member.
+    """
+
+    def __init__(self, model):  # noqa: ANN001
+        atomics = [list(member.atomics.values()) for member in member_networks(model)]
+        # per element, per layer: that layer of every member's network
+        self._element_networks = [
+            [[net.layers[k] for net in nets] for k in range(len(nets[0].layers))]
+            + [[net.final_layer for net in nets]]
+            for nets in zip(*atomics, strict=True)]
+        self._activation = atomics[0][0].activation
+
+    def __call__(self, elem: Tensor, aevs: Tensor) -> Tensor:
+        """Network energies [M, b] (Hartree) of every member from AEVs [M, b, A, D].
+
+        ``elem`` [b, A] are TorchANI's element indices (−1 padding); member m sees ``aevs[m]``.
+        """
+        m = aevs.shape[0]
+        flat = elem.flatten()
+        x = aevs.flatten(1, 2)
+        atomic = x.new_zeros(m, flat.shape[0])
+        for i, nets in enumerate(self._element_networks):
+            sel = (flat == i).nonzero().view(-1)
+            if not len(sel):
+                continue
+            h = x.index_select(1, sel)
+            for k, layers in enumerate(nets):
+                w = torch.stack([layer.weight for layer in layers]).transpose(1, 2)
+                h = (torch.bmm(h, w) if layers[0].bias is None else
+                     torch.baddbmm(torch.stack([layer.bias for layer in layers])[:, None], h, w))
+                if k < len(nets) - 1:
+                    h = self._activation(h)
+            atomic = atomic.index_add(1, sel, h.squeeze(-1))
+        return atomic.view(m, *elem.shape).sum(-1)
 
 
 class PrecomputedFeatures:
@@ -46,14 +90,8 @@ class PrecomputedFeatures:
 
     def __init__(self, model, species: Tensor, coords: Tensor, chunk: int = 64,  # noqa: ANN001
                  cells: Tensor | None = None, periodic: Tensor | None = None):
-        self.members = _members(model)
-        # per element, per layer: that layer of every member's network
-        atomics = [list(member.atomics.values()) for member in self.members]
-        self._element_networks = [
-            [[net.layers[k] for net in nets] for k in range(len(nets[0].layers))]
-            + [[net.final_layer for net in nets]]
-            for nets in zip(*atomics, strict=True)]
-        self._activation = atomics[0][0].activation
+        self.members = member_networks(model)
+        self.networks = StackedNetworks(model)
         self.elem = model.species_converter(species, nop=not model.periodic_table_index)
         n = len(species)
         crystal = (periodic if periodic is not None else torch.zeros(n, dtype=torch.bool))
@@ -121,32 +159,6 @@ class PrecomputedFeatures:
         return (a.detach(), jac.detach(), jac_strain.detach(), fixed.detach(), -grads[0],
                 s_fixed.detach())
 
-    def _member_energies(self, elem: Tensor, aevs: Tensor) -> Tensor:
-        """Network energies [M, b] (Hartree) of every member from AEVs [M, b, A, D].
-
-        The members' networks of one element are evaluated together: their layer weights
-        are stacked (differentiably, so the gradients reach each member's own parameters)
-        and applied by one batched matrix product per layer, as TorchANI's ``BmmEnsemble``
-        does for inference. The same function as calling each member's ``ANINetworks``.
-        """
-        m = aevs.shape[0]
-        flat = elem.flatten()
-        x = aevs.flatten(1, 2)
-        atomic = x.new_zeros(m, flat.shape[0])
-        for i, nets in enumerate(self._element_networks):
-            sel = (flat == i).nonzero().view(-1)
-            if not len(sel):
-                continue
-            h = x.index_select(1, sel)
-            for k, layers in enumerate(nets):
-                w = torch.stack([layer.weight for layer in layers]).transpose(1, 2)
-                h = (torch.bmm(h, w) if layers[0].bias is None else
-                     torch.baddbmm(torch.stack([layer.bias for layer in layers])[:, None], h, w))
-                if k < len(nets) - 1:
-                    h = self._activation(h)
-            atomic = atomic.index_add(1, sel, h.squeeze(-1))
-        return atomic.view(m, *elem.shape).sum(-1)
-
     def energies_forces(self, idx, create_graph: bool) -> tuple[Tensor, Tensor]:  # noqa: ANN001
         """Energies [M, b] (Hartree) and forces [M, b, A, 3] (Hartree/Å) of every member."""
         e, f, _ = self.terms(idx, create_graph)
@@ -160,7 +172,7 @@ class PrecomputedFeatures:
         a, el = self.aevs[idx], self.elem[idx]
         # one copy of the AEVs per member, so that the gradient gives each member's own
         copies = a.expand(len(self.members), *a.shape).clone().requires_grad_(True)
-        energies = self._member_energies(el, copies)
+        energies = self.networks(el, copies)
         (grads,) = torch.autograd.grad(energies.sum(), copies, create_graph=create_graph)
         forces = -torch.einsum("mbid,bidjk->mbjk", grads, self.jac[idx])
         stress = None
