@@ -154,3 +154,27 @@ def test_xtb_rejects_a_periodic_structure_without_a_cell_volume():
     with pytest.raises(OracleError) as err:
         xtb_single_point(flat, 0, 1, XTBLevel("gfn1-xtb"))
     assert err.value.category == "geometry_invalid" and "volume" in err.value.message
+
+
+@pytest.mark.parametrize("method", ["gfn1-xtb", "gfn2-xtb"])
+def test_xtb_labels_equal_tblites_own_ase_calculator(method):
+    """The label path (tblite's calculation interface) gives the numbers of tblite's ASE
+    calculator to the last bit, for a charged molecule and for a crystal with its stress."""
+    from tblite.ase import TBLite
+
+    tblite_names = {"gfn1-xtb": "GFN1-xTB", "gfn2-xtb": "GFN2-xTB"}
+    ion = water()
+    ion.rattle(0.05, seed=3)
+    cases = [(ion, -1, 2)] + ([(mgo(), 0, 1)] if method == "gfn1-xtb" else [])  # GFN1: crystals
+    for atoms, charge, mult in cases:
+        record = xtb_single_point(atoms, charge, mult, XTBLevel(method))
+        ref = atoms.copy()
+        ref.calc = TBLite(method=tblite_names[method], charge=float(charge),
+                          multiplicity=mult, verbosity=0)
+        assert record["energy"] == ref.get_potential_energy()
+        assert np.array_equal(record["forces"], ref.get_forces())
+        if atoms.pbc.any():
+            assert np.array_equal(record["stress"], ref.get_stress(voigt=True))
+            assert np.abs(record["stress"]).max() > 1e-4
+        else:
+            assert "stress" not in record

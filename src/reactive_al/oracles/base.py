@@ -9,6 +9,7 @@ the registry key, so adding a QM program adds no ``if`` anywhere else.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Mapping
 from importlib.metadata import version as dist_version
 from typing import Any, ClassVar, Protocol, runtime_checkable
@@ -51,6 +52,12 @@ def as_oracle_error(exc: Exception) -> OracleError:
     return OracleError("scf_not_converged" if "converge" in msg.lower() else "exception", msg)
 
 
+@functools.cache
+def _installed_version(distribution: str) -> str:
+    """The installed version of ``distribution``, read once per process (every label asks)."""
+    return dist_version(distribution)
+
+
 @runtime_checkable
 class Level(Protocol):
     """A level of theory: the settings of one program that change a label's value."""
@@ -86,7 +93,7 @@ class Oracle:
 
     def version(self) -> str:
         """Installed version of the program (part of the label cache key)."""
-        return dist_version(self.distribution)
+        return _installed_version(self.distribution)
 
     def single_point(
         self, atoms: Atoms, charge: int, multiplicity: int, level: Any,
