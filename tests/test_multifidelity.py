@@ -107,6 +107,41 @@ def test_ase_calculator_from_a_delta_checkpoint_drives_md(delta):
     assert delta.baseline.stats()["calls"] > 0
 
 
+def test_walkers_run_the_baseline_on_threads_with_the_same_candidates(delta, monkeypatch):
+    import threading
+
+    from reactive_al.exploration import explore_candidates
+
+    names: set[str] = set()
+    compute = Baseline._compute
+
+    def recording(self, atoms):  # noqa: ANN001, ANN202
+        names.add(threading.current_thread().name)
+        return compute(self, atoms)
+
+    monkeypatch.setattr(Baseline, "_compute", recording)
+    seeds = [water() for _ in range(3)]
+    for i, a in enumerate(seeds):
+        a.positions += np.random.default_rng(i).normal(0, 0.03, a.positions.shape)
+    walkers = {"temperatures_K": [300], "n_steps": 20, "sample_every": 5, "progress": False}
+    runs = {}
+    for threads in (1, 2):
+        names.clear()
+        sel = {"seed": 3, "walkers": {**walkers, "baseline_threads": threads}}
+        fresh = Committee.from_checkpoint(delta.to_checkpoint())  # nothing remembered yet
+        frames, stats = explore_candidates(fresh, seeds, sel)
+        assert stats["n_md_steps"] == 60 and fresh.baseline.stats()["calls"] >= 60
+        runs[threads] = (np.array([a.positions for a in frames]), set(names))
+        assert fresh.baseline.threads == 1  # only while the walkers ran
+    np.testing.assert_array_equal(runs[1][0], runs[2][0])  # the same trajectories, bit for bit
+    assert not any(n.startswith("baseline") for n in runs[1][1])
+    assert any(n.startswith("baseline") for n in runs[2][1])
+    # a program whose single points are not thread-safe stays serial
+    hf = Baseline.for_system(HF_STO3G, 0, 1)
+    with hf.parallel(2):
+        assert hf.threads == 1
+
+
 def _xtb_rows(cache) -> int:
     from ase.db import connect
 

@@ -207,6 +207,7 @@ RULES: tuple[tuple[str, Callable[[Any], str | None], str], ...] = (
     ("selection.walkers.friction_per_fs", _number(0.0, closed_low=True),
      "parameters_selection.yml"),
     ("selection.walkers.sample_every", POSITIVE_INT, "parameters_selection.yml"),
+    ("selection.walkers.baseline_threads", POSITIVE_INT, "parameters_selection.yml"),
     ("selection.walkers.min_distance", POSITIVE, "parameters_selection.yml"),
     ("selection.walkers.bias.tau", POSITIVE, "parameters_selection.yml"),
     ("selection.uncertainty.num_features", POSITIVE_INT, "parameters_selection.yml"),

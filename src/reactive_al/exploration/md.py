@@ -87,6 +87,9 @@ class WalkerConfig:
     #: or whose perpendicular width falls below ``min_cell_width`` (Å) is unphysical
     max_volume_ratio: float = 2.0
     min_cell_width: float = 0.0
+    #: with a Δ-learning baseline: its single points of one MD step (all walkers) on this
+    #: many threads (the QM workers are idle while walkers run; see ``Baseline.parallel``)
+    baseline_threads: int = 1
 
 
 def frame_is_broken(atoms: Atoms, forces: np.ndarray, cfg: WalkerConfig,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -177,7 +178,9 @@ def explore_candidates(
     cfg = WalkerConfig(**walkers)
     calc = walker_calculator(committee, estimator, bias,
                              calibrated=cfg.max_atomic_uncertainty is not None)
-    candidates, stats = explore(md_seeds, calc, cfg, rng)
+    with (committee.baseline.parallel(cfg.baseline_threads) if committee.baseline is not None
+          else nullcontext()):
+        candidates, stats = explore(md_seeds, calc, cfg, rng)
     stats["biased"] = bool(bias.get("enabled"))
     if bias.get("enabled"):
         stats["bias_tau"] = float(bias["tau"])

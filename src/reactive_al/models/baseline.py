@@ -18,7 +18,9 @@ import hashlib
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -74,7 +76,9 @@ class Baseline:
     """A baseline level of theory for one system: energies eV, forces eV/Å.
 
     ``level`` is the plain-dict level (``program`` key included), ``version`` the program's
-    version the committee was trained against (recorded in the checkpoint).
+    version the committee was trained against (recorded in the checkpoint). ``threads``: how
+    many of a batch's missing single points run at once (:meth:`parallel`; only for a program
+    whose single points are thread-safe, e.g. xTB).
     """
 
     level: dict[str, Any]
@@ -83,6 +87,7 @@ class Baseline:
     version: str
     calls: int = field(default=0, compare=False)
     seconds: float = field(default=0.0, compare=False)
+    threads: int = field(default=1, compare=False)
 
     def __post_init__(self) -> None:
         self._memo: OrderedDict[str, tuple[float, np.ndarray]] = OrderedDict()
@@ -145,26 +150,45 @@ class Baseline:
             while len(self._memo) > MEMO_SIZE:
                 self._memo.popitem(last=False)
 
+    @contextmanager
+    def parallel(self, threads: int) -> Iterator[None]:
+        """Inside the block, up to ``threads`` single points of one batch run at once.
+
+        For MD walkers while the QM workers are idle: each batch (one MD step of every walker)
+        then takes about 1/threads of the time, with the same numbers. A program whose single
+        points are not thread-safe (:attr:`~reactive_al.oracles.Oracle.thread_safe`) stays serial.
+        """
+        before = self.threads
+        self.threads = max(1, int(threads)) if self._oracle.thread_safe else 1
+        try:
+            yield
+        finally:
+            self.threads = before
+
     def evaluate(self, frames: list[Atoms]) -> tuple[np.ndarray, list[np.ndarray]]:
         """Baseline energies (eV, [n]) and forces (eV/Å, [N_i, 3]) of molecules.
 
         A geometry where the program fails (e.g. no SCC convergence far from equilibrium) gets
-        NaN energy and infinite forces, so an MD walker stops there as unphysical.
+        NaN energy and infinite forces, so an MD walker stops there as unphysical. Geometries
+        not remembered are computed on up to :attr:`threads` threads (a repeated one once).
         """
-        energies = np.empty(len(frames))
-        forces: list[np.ndarray] = []
-        for i, atoms in enumerate(frames):
-            k = self.key(atoms)
-            with self._lock:
-                hit = self._memo.get(k)
-                if hit is None:
-                    hit = self._compute(atoms)
-                    self._memo[k] = hit
-                    if len(self._memo) > MEMO_SIZE:
-                        self._memo.popitem(last=False)
-            energies[i] = hit[0]
-            forces.append(hit[1])
-        return energies, forces
+        keys = [self.key(a) for a in frames]
+        with self._lock:
+            known = {k: self._memo[k] for k in keys if k in self._memo}
+        todo = {k: a for k, a in zip(keys, frames, strict=True) if k not in known}
+        n = min(self.threads, len(todo))
+        if n > 1:
+            with ThreadPoolExecutor(n, thread_name_prefix="baseline") as pool:
+                done = dict(zip(todo, pool.map(self._compute, todo.values()), strict=True))
+        else:
+            done = {k: self._compute(a) for k, a in todo.items()}
+        with self._lock:
+            self._memo.update(done)
+            while len(self._memo) > MEMO_SIZE:
+                self._memo.popitem(last=False)
+        known.update(done)
+        return (np.array([known[k][0] for k in keys], dtype=float),
+                [known[k][1] for k in keys])
 
     def _compute(self, atoms: Atoms) -> tuple[float, np.ndarray]:
         # the oracle's own single point, as for the cached training labels: the same numbers
@@ -178,12 +202,13 @@ class Baseline:
         except OracleError:
             e, f = float("nan"), np.full((len(mol), 3), np.inf)
         finally:
-            self.calls += 1
-            self.seconds += time.perf_counter() - start
+            with self._lock:  # threads of one batch count together
+                self.calls += 1
+                self.seconds += time.perf_counter() - start
         return e, f
 
     def stats(self) -> dict[str, float]:
-        """Direct baseline calls of this process and their wall time (s)."""
+        """Direct baseline calls of this process and their wall time (s, summed over calls)."""
         return {"calls": int(self.calls), "wall_time_s": round(float(self.seconds), 3)}
 
 

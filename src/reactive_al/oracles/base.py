@@ -113,6 +113,10 @@ class Oracle:
     #: whether the program labels crystals (energy, forces and stress in their cell)
     periodic: ClassVar[bool] = False
 
+    #: whether :meth:`single_point` may run on several threads of one process at once (it
+    #: keeps no shared state and releases the GIL), e.g. a Δ baseline's calls in MD walkers
+    thread_safe: ClassVar[bool] = False
+
     #: Keyword options of :meth:`single_point` that steer the SCF but not the converged label
     #: (not part of the cache key), e.g. PySCF's orbital files for NEB images.
     options: ClassVar[tuple[str, ...]] = ()

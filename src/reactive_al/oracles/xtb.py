@@ -162,6 +162,7 @@ class XTBOracle(Oracle):
     level_class = XTBLevel
     distribution = "tblite"
     periodic = True
+    thread_safe = True  # a fresh tblite calculator per call; its SCC releases the GIL
 
     def check(self, level: XTBLevel, symbols: list[str] | None, where: str) -> None:
         """Reject a method tblite does not offer."""
