@@ -26,7 +26,8 @@ def explore_candidates(
 ) -> tuple[list[Atoms], dict[str, Any]]:
     """Candidates from committee-driven walkers (optionally uncertainty-biased) and samplers.
 
-    With a Δ-learning baseline the stats count its direct calls and their wall time (s).
+    With a Δ-learning baseline the stats count its direct calls and their wall time (s, summed
+    over the calls: on ``selection.walkers.baseline_threads`` threads it exceeds the walkers').
     """
     before = committee.baseline.stats() if committee.baseline is not None else None
     candidates, stats = exploration.explore_candidates(committee, md_seeds, selection,
