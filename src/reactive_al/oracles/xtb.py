@@ -66,23 +66,22 @@ def _tblite(charge: int, multiplicity: int, method: str):
                   multiplicity=int(multiplicity), verbosity=0)
 
 
-def _periodic_copy(atoms: Atoms) -> Atoms:
-    """The structure as xTB must see it: a crystal with its cell, a molecule with ``pbc=False``.
+def _check_cell(atoms: Atoms) -> None:
+    """Raise ``geometry_invalid`` for a periodic structure whose cell spans no volume.
 
-    A periodic copy of a molecule gives wrong energies (about 0.5 eV for the SN2 anion), so
-    only a structure that declares periodicity (``atoms.pbc.any()``) keeps it; its cell must
-    then span a volume (tblite divides the virial by it).
+    xTB sees a crystal with its cell and a molecule (``pbc`` all False) without one: a
+    periodic copy of a molecule gives wrong energies (about 0.5 eV for the SN2 anion), so only
+    a structure that declares periodicity (``atoms.pbc.any()``) is computed periodic; its cell
+    must then span a volume (tblite divides the virial by it). Nothing is copied: the single
+    point only reads the structure.
     """
-    work = atoms.copy()
-    if not work.pbc.any():
-        work.pbc = False
-        return work
-    volume = abs(float(np.linalg.det(np.asarray(work.cell))))
+    if not atoms.pbc.any():
+        return
+    volume = abs(float(np.linalg.det(np.asarray(atoms.cell))))
     if volume < MIN_CELL_VOLUME:
         raise OracleError("geometry_invalid",
-                          f"periodic structure (pbc={work.pbc.tolist()}) has a cell of volume "
+                          f"periodic structure (pbc={atoms.pbc.tolist()}) has a cell of volume "
                           f"{volume:.3g} Å³; give a cell spanning three dimensions")
-    return work
 
 
 def _singlepoint(work: Atoms, charge: int, multiplicity: int,
@@ -133,11 +132,11 @@ def xtb_single_point(
     calculation; ``omp_threads`` is set by the worker's environment.
     """
     level = level or XTBLevel()
-    work = _periodic_copy(atoms)
+    _check_cell(atoms)
     method = _tblite_method(level.method)
     start = time.perf_counter()
     try:
-        energy, forces, stress = _singlepoint(work, charge, multiplicity, method)
+        energy, forces, stress = _singlepoint(atoms, charge, multiplicity, method)
     except ImportError as exc:
         raise OracleError("exception", NOT_INSTALLED) from exc
     except Exception as exc:  # tblite raises a generic exception when SCC does not converge
