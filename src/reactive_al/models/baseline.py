@@ -154,9 +154,10 @@ class Baseline:
     def parallel(self, threads: int) -> Iterator[None]:
         """Inside the block, up to ``threads`` single points of one batch run at once.
 
-        For MD walkers while the QM workers are idle: each batch (one MD step of every walker)
-        then takes about 1/threads of the time, with the same numbers. A program whose single
-        points are not thread-safe (:attr:`~reactive_al.oracles.Oracle.thread_safe`) stays serial.
+        For MD walkers while the QM workers are idle: the single points of one MD step of every
+        walker run together, with the same numbers (SN2 GFN2-xTB: 1.7× faster on 2 threads). A
+        program whose single points are not thread-safe
+        (:attr:`~reactive_al.oracles.Oracle.thread_safe`) stays serial.
         """
         before = self.threads
         self.threads = max(1, int(threads)) if self._oracle.thread_safe else 1
