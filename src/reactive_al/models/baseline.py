@@ -76,9 +76,7 @@ class Baseline:
     """A baseline level of theory for one system: energies eV, forces eV/Å.
 
     ``level`` is the plain-dict level (``program`` key included), ``version`` the program's
-    version the committee was trained against (recorded in the checkpoint). ``threads``: how
-    many of a batch's missing single points run at once (:meth:`parallel`; only for a program
-    whose single points are thread-safe, e.g. xTB).
+    version the committee was trained against (recorded in the checkpoint).
     """
 
     level: dict[str, Any]
@@ -87,11 +85,13 @@ class Baseline:
     version: str
     calls: int = field(default=0, compare=False)
     seconds: float = field(default=0.0, compare=False)
-    threads: int = field(default=1, compare=False)
 
     def __post_init__(self) -> None:
         self._memo: OrderedDict[str, tuple[float, np.ndarray]] = OrderedDict()
         self._lock = threading.Lock()
+        #: the threads of :meth:`parallel` while its block runs (None: serial)
+        self._pool: ThreadPoolExecutor | None = None
+        self._threads = 1
         self._oracle = get_oracle(self.level["program"])
         self._level = parse_level(self.level, "baseline")
 
@@ -159,12 +159,20 @@ class Baseline:
         program whose single points are not thread-safe
         (:attr:`~reactive_al.oracles.Oracle.thread_safe`) stays serial.
         """
-        before = self.threads
-        self.threads = max(1, int(threads)) if self._oracle.thread_safe else 1
-        try:
-            yield
-        finally:
-            self.threads = before
+        if self._pool is not None or int(threads) < 2 or not self._oracle.thread_safe:
+            yield  # already parallel, or serial
+            return
+        with ThreadPoolExecutor(int(threads), thread_name_prefix="baseline") as pool:
+            self._pool, self._threads = pool, int(threads)
+            try:
+                yield
+            finally:
+                self._pool, self._threads = None, 1
+
+    @property
+    def threads(self) -> int:
+        """How many single points of one batch run at once (1 outside :meth:`parallel`)."""
+        return self._threads
 
     def evaluate(self, frames: list[Atoms]) -> tuple[np.ndarray, list[np.ndarray]]:
         """Baseline energies (eV, [n]) and forces (eV/Å, [N_i, 3]) of molecules.
@@ -177,10 +185,9 @@ class Baseline:
         with self._lock:
             known = {k: self._memo[k] for k in keys if k in self._memo}
         todo = {k: a for k, a in zip(keys, frames, strict=True) if k not in known}
-        n = min(self.threads, len(todo))
-        if n > 1:
-            with ThreadPoolExecutor(n, thread_name_prefix="baseline") as pool:
-                done = dict(zip(todo, pool.map(self._compute, todo.values()), strict=True))
+        pool = self._pool
+        if pool is not None and len(todo) > 1:
+            done = dict(zip(todo, pool.map(self._compute, todo.values()), strict=True))
         else:
             done = {k: self._compute(a) for k, a in todo.items()}
         with self._lock:
