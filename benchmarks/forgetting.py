@@ -20,6 +20,7 @@ with ``--mode``-specific overrides. Prints a table; writes benchmarks/results/fo
 
     python benchmarks/forgetting.py [--data data] [--scheme campaign|query] [--seeds 0]
         [--replay-fractions 0.5] [--warm-start-epochs N] [--max-epochs N]
+        [--warm-mode warm_start_shrink=0.5,warm_start_perturb=0.1 ...]
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ os.environ.setdefault("TORCHANI_NO_WARN_EXTENSIONS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
+import yaml  # noqa: E402
 from _results import write_result  # noqa: E402
 from ase import Atoms  # noqa: E402
 from ase.data import atomic_numbers  # noqa: E402
@@ -133,6 +135,11 @@ def main() -> None:
     parser.add_argument("--warm-start-epochs", type=int, default=None)
     parser.add_argument("--max-epochs", type=int, default=None,
                         help="cap every training (also from scratch), for a quick look")
+    parser.add_argument("--warm-mode", action="append", default=[], metavar="KEY=VALUE,...",
+                        help="one more warm-start mode with these training.fit overrides, "
+                             "e.g. warm_start_shrink=0.5,warm_start_perturb=0.1 (repeatable)")
+    parser.add_argument("--no-retrain", action="store_true",
+                        help="the warm-start modes only (retrain measured in another run)")
     parser.add_argument("--iterations", type=int, default=None)
     parser.add_argument("--name", default="forgetting", help="result file name")
     args = parser.parse_args()
@@ -144,6 +151,7 @@ def main() -> None:
     from reactive_al.settings import load_parameters
 
     torch.set_num_threads(1)
+    load0 = [round(x, 2) for x in os.getloadavg()]
     data = Path(args.data)
     if not data.is_absolute() and not data.exists():
         data = ROOT / data
@@ -162,10 +170,14 @@ def main() -> None:
     if args.warm_start_epochs:
         base_fit["warm_start_epochs"] = args.warm_start_epochs
     fractions = args.replay_fractions or [float(base_fit.get("replay_fraction", 0.5))]
-    modes = {"retrain": {**base_fit, "mode": "retrain"}}
+    modes = {} if args.no_retrain else {"retrain": {**base_fit, "mode": "retrain"}}
     for f in fractions:
         modes[f"warm_start(replay={f:g})"] = {**base_fit, "mode": "warm_start",
                                               "replay_fraction": f}
+    for extra in args.warm_mode:
+        over = {k.strip(): yaml.safe_load(v) for k, v in
+                (item.split("=", 1) for item in extra.split(",") if item.strip())}
+        modes[f"warm_start({extra})"] = {**base_fit, "mode": "warm_start", **over}
     symbols = sorted({s for a in [*pool, *test_set] for s in a.get_chemical_symbols()},
                      key=atomic_numbers.get)
     spec = CommitteeSpec(symbols=symbols, **training["model"])
@@ -234,7 +246,9 @@ def main() -> None:
         "training": {"model": training["model"], "fit": base_fit},
         "modes": modes,
         "machine": {"cpu": platform.processor() or platform.machine(),
-                    "torch_threads": torch.get_num_threads()},
+                    "torch_threads": torch.get_num_threads(),
+                    "load_average_start": load0,
+                    "load_average_end": [round(x, 2) for x in os.getloadavg()]},
         "summary": summary.to_dict(orient="records"),
         "per_iteration": per_iter.to_dict(orient="records"),
         "rows": rows,
