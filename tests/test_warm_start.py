@@ -67,32 +67,6 @@ def test_warm_start_starts_from_the_previous_weights(frames, previous):
     assert not np.allclose(fresh.predict(frames)["energy_members"], before["energy_members"])
 
 
-def _weights(committee) -> dict:
-    return {k: v.clone() for k, v in
-            committee.model.potentials["nnp"].neural_networks.state_dict().items()}
-
-
-def test_shrink_perturb_rescales_the_previous_weights_and_adds_a_fresh_start(frames, previous):
-    frozen = {**FAST, "learning_rate": 0.0, "weight_decay": 0.0}
-    old = _weights(previous)
-
-    def warm(**sp):
-        return _weights(train_committee(frames, SPEC, TrainingConfig(
-            mode="warm_start", warm_start_epochs=1, **frozen, **sp), previous=previous))
-
-    shrunk = warm(warm_start_shrink=0.5)
-    for k in old:
-        np.testing.assert_allclose(shrunk[k], 0.5 * old[k], rtol=1e-6, atol=1e-9)
-    # the perturbation is a fresh initialisation: reproducible with the seed, and not zero
-    a, b = warm(warm_start_shrink=0.5, warm_start_perturb=0.1), \
-        warm(warm_start_shrink=0.5, warm_start_perturb=0.1)
-    moved = [float((a[k] - shrunk[k]).abs().max()) for k in old]
-    assert max(moved) > 1e-3
-    assert all(bool((a[k] == b[k]).all()) for k in old)
-    with pytest.raises(ValueError, match=r"warm_start_shrink must lie in \(0, 1\]"):
-        TrainingConfig(warm_start_shrink=0.0)
-
-
 def test_warm_start_learns_the_new_frames(frames, previous):
     cfg = TrainingConfig(mode="warm_start", warm_start_epochs=30, replay_fraction=0.5, **FAST)
     warm = train_committee(frames, SPEC, cfg, previous=previous)

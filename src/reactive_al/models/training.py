@@ -70,11 +70,6 @@ class TrainingConfig:
     #: from scratch) or ``cosine`` (anneal from ``learning_rate`` to 1% of it over
     #: ``warm_start_epochs``: a short run that still ends at a small step)
     warm_start_schedule: str = "plateau"
-    #: shrink and perturb the previous weights before a warm start (Ash & Adams, NeurIPS
-    #: 2020): every network weight θ becomes ``warm_start_shrink``·θ +
-    #: ``warm_start_perturb``·θ₀, θ₀ a fresh random initialisation (1.0 and 0.0: unchanged)
-    warm_start_shrink: float = 1.0
-    warm_start_perturb: float = 0.0
     #: a progress bar over the epochs (tqdm; off in batch jobs)
     progress: bool = True
     #: weight of the stress term of crystals' labels (None: 1.0); the term is the squared
@@ -92,10 +87,6 @@ class TrainingConfig:
         if self.warm_start_schedule not in WARM_START_SCHEDULES:
             raise ValueError(f"{where}.warm_start_schedule must be one of "
                              f"{list(WARM_START_SCHEDULES)}, got {self.warm_start_schedule!r}")
-        if not 0.0 < float(self.warm_start_shrink) <= 1.0 or float(self.warm_start_perturb) < 0:
-            raise ValueError(f"{where}: warm_start_shrink must lie in (0, 1] and "
-                             f"warm_start_perturb be >= 0, got {self.warm_start_shrink!r}, "
-                             f"{self.warm_start_perturb!r}")
         if int(self.warm_start_epochs) < 1:
             raise ValueError(f"{where}.warm_start_epochs must be >= 1, "
                              f"got {self.warm_start_epochs!r}")
@@ -162,23 +153,6 @@ def check_same_architecture(spec: CommitteeSpec, previous: CommitteeSpec,
 def _networks(model) -> torch.nn.Module:  # noqa: ANN001
     """The member networks of a committee model (all its trainable parameters)."""
     return model.potentials["nnp"].neural_networks
-
-
-def shrink_perturb(model, spec: CommitteeSpec, shrink: float,  # noqa: ANN001
-                   perturb: float) -> None:
-    """Every network weight θ of ``model`` becomes ``shrink``·θ + ``perturb``·θ₀, in place.
-
-    θ₀ is a fresh random initialisation of the same architecture (``spec``; torch's random
-    state). Shrinking a trained network and adding a little fresh initialisation lets a warm
-    start learn the new structures as well as training from scratch does, at a fraction of
-    the cost (Ash & Adams, NeurIPS 2020). ``shrink`` 1 and ``perturb`` 0 leave it unchanged.
-    """
-    if shrink == 1.0 and perturb == 0.0:
-        return
-    fresh = _networks(build_model(spec)).state_dict()
-    with torch.no_grad():
-        for name, p in _networks(model).named_parameters():
-            p.mul_(shrink).add_(fresh[name], alpha=perturb)
 
 
 def _previous_split(
@@ -285,7 +259,6 @@ def train_committee(
         spec = copy.deepcopy(previous.spec)
         model = build_model(spec)
         model.load_state_dict(previous.model.state_dict())
-        shrink_perturb(model, spec, float(cfg.warm_start_shrink), float(cfg.warm_start_perturb))
         old_idx, train_idx, val_idx = _warm_split(frames, previous, cfg.validation_fraction, rng)
         n_replay = int(round(cfg.replay_fraction * len(old_idx)))
         max_epochs = int(cfg.warm_start_epochs)
