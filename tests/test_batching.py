@@ -151,3 +151,30 @@ def test_precomputed_features_equal_the_models_own_energies_and_forces():
         for g, g_ref in zip(fast, slow, strict=True):
             assert float(g_ref.abs().max()) > 0
             torch.testing.assert_close(g, g_ref, rtol=1e-4, atol=1e-6)
+
+
+def test_a_walker_calculator_recomputes_only_when_its_structure_changed():
+    from reactive_al.models.batching import _Proxy
+
+    asked: list[np.ndarray] = []
+
+    def ask(atoms):  # noqa: ANN001, ANN202
+        asked.append(atoms.positions.copy())
+        return {"energy": 0.0, "forces": np.zeros((len(atoms), 3))}
+
+    atoms = Atoms("H2", positions=[[0, 0, 0], [0, 0, 0.74]])
+    atoms.calc = _Proxy(["energy", "forces"], ask)
+    atoms.get_forces()
+    atoms.get_potential_energy()
+    atoms.get_forces()
+    assert len(asked) == 1  # the same structure: answered from the last results
+    atoms.positions[1, 2] += 1e-12
+    atoms.get_forces()
+    assert len(asked) == 2
+    for change in (lambda a: a.set_cell([5, 5, 5]), lambda a: a.set_pbc(True),
+                   lambda a: a.set_atomic_numbers([1, 2])):
+        change(atoms)
+        atoms.get_forces()
+    assert len(asked) == 5
+    assert atoms.calc.check_state(atoms) == []
+    assert atoms.calc.check_state(atoms[:1]) != []  # other atoms: everything changed

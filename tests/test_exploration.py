@@ -101,3 +101,20 @@ def test_model_hessian_gives_the_analytic_morse_frequency():
     # classical thermal spread of the bond length: sqrt(kT / k)
     assert np.std(d) == pytest.approx(np.sqrt(units.kB * 300 / k), rel=0.2)
     assert frames[0].info["origin"] == "reactant/model_normal_mode"
+
+
+def test_frame_is_broken_sees_close_pairs_in_molecules_and_across_cell_faces():
+    from reactive_al.exploration import frame_is_broken
+
+    cfg = WalkerConfig()
+    quiet = np.zeros((3, 3))
+    mol = Atoms("H3", positions=[[0, 0, 0], [1.0, 0, 0], [0, 1.0, 0]])
+    assert frame_is_broken(mol, quiet, cfg) is None
+    mol.positions[2] = [1.0, 0, 0.1]  # 0.1 Å from atom 1
+    assert frame_is_broken(mol, quiet, cfg) == "too_close"
+    # in a crystal a pair is close through the periodic boundary, not inside the cell
+    crystal = Atoms("H2", positions=[[0.05, 2, 2], [3.95, 2, 2]], cell=[4, 4, 4], pbc=True)
+    assert frame_is_broken(crystal, quiet[:2], cfg) == "too_close"
+    crystal.positions[1, 0] = 2.0
+    assert frame_is_broken(crystal, quiet[:2], cfg) is None
+    assert frame_is_broken(mol[:2], np.array([[1e3, 0, 0], [0, 0, 0]]), cfg) is not None

@@ -133,6 +133,8 @@ def test_walkers_run_the_baseline_on_threads_with_the_same_candidates(delta, mon
         assert stats["n_md_steps"] == 60 and fresh.baseline.stats()["calls"] >= 60
         runs[threads] = (np.array([a.positions for a in frames]), set(names))
         assert fresh.baseline.threads == 1  # only while the walkers ran
+        # on threads, each walker's single point starts as it asks (beside the others' steps)
+        assert (fresh.baseline.stats()["prefetched"] >= 50) == (threads == 2)
     np.testing.assert_array_equal(runs[1][0], runs[2][0])  # the same trajectories, bit for bit
     assert not any(n.startswith("baseline") for n in runs[1][1])
     assert any(n.startswith("baseline") for n in runs[2][1])

@@ -19,7 +19,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -85,6 +85,8 @@ class Baseline:
     version: str
     calls: int = field(default=0, compare=False)
     seconds: float = field(default=0.0, compare=False)
+    #: single points :meth:`evaluate` found already started by :meth:`prefetch`
+    prefetched: int = field(default=0, compare=False)
 
     def __post_init__(self) -> None:
         self._memo: OrderedDict[str, tuple[float, np.ndarray]] = OrderedDict()
@@ -92,6 +94,8 @@ class Baseline:
         #: the threads of :meth:`parallel` while its block runs (None: serial)
         self._pool: ThreadPoolExecutor | None = None
         self._threads = 1
+        #: single points started by :meth:`prefetch`, by geometry key
+        self._started: dict[str, Future] = {}
         self._oracle = get_oracle(self.level["program"])
         self._level = parse_level(self.level, "baseline")
 
@@ -168,11 +172,32 @@ class Baseline:
                 yield
             finally:
                 self._pool, self._threads = None, 1
+                with self._lock:
+                    self._started.clear()  # the pool has finished them; nothing to keep
 
     @property
     def threads(self) -> int:
         """How many single points of one batch run at once (1 outside :meth:`parallel`)."""
         return self._threads
+
+    def prefetch(self, frames: list[Atoms]) -> None:
+        """Start the single points of ``frames`` on the threads of :meth:`parallel`.
+
+        :meth:`evaluate` of the same geometries then waits for these instead of starting
+        them (the same numbers). An MD walker's step starts its baseline this way while the
+        other walkers still integrate theirs (see ``models.batching``), so the program runs
+        beside the Python work of the integrators. Outside :meth:`parallel` it does nothing.
+        """
+        pool = self._pool
+        if pool is None:
+            return
+        for a in frames:
+            k = self.key(a)
+            with self._lock:
+                if k in self._memo or k in self._started:
+                    continue
+                # a copy: the walker moves its atoms on once it is answered
+                self._started[k] = pool.submit(self._compute, Atoms(a.numbers, a.get_positions()))
 
     def evaluate(self, frames: list[Atoms]) -> tuple[np.ndarray, list[np.ndarray]]:
         """Baseline energies (eV, [n]) and forces (eV/Å, [N_i, 3]) of molecules.
@@ -184,12 +209,17 @@ class Baseline:
         keys = [self.key(a) for a in frames]
         with self._lock:
             known = {k: self._memo[k] for k in keys if k in self._memo}
-        todo = {k: a for k, a in zip(keys, frames, strict=True) if k not in known}
+            started = {k: self._started.pop(k) for k in keys
+                       if k not in known and k in self._started}
+            self.prefetched += len(started)
+        todo = {k: a for k, a in zip(keys, frames, strict=True)
+                if k not in known and k not in started}
         pool = self._pool
         if pool is not None and len(todo) > 1:
             done = dict(zip(todo, pool.map(self._compute, todo.values()), strict=True))
         else:
             done = {k: self._compute(a) for k, a in todo.items()}
+        done.update({k: f.result() for k, f in started.items()})
         with self._lock:
             self._memo.update(done)
             while len(self._memo) > MEMO_SIZE:
@@ -216,8 +246,12 @@ class Baseline:
         return e, f
 
     def stats(self) -> dict[str, float]:
-        """Direct baseline calls of this process and their wall time (s, summed over calls)."""
-        return {"calls": int(self.calls), "wall_time_s": round(float(self.seconds), 3)}
+        """Direct baseline calls of this process and their wall time (s, summed over calls).
+
+        ``prefetched``: how many of them :meth:`prefetch` started ahead.
+        """
+        return {"calls": int(self.calls), "wall_time_s": round(float(self.seconds), 3),
+                "prefetched": int(self.prefetched)}
 
 
 def residual_frames(frames: list[Atoms], energies: np.ndarray,

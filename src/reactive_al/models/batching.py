@@ -7,7 +7,9 @@ dominates), so walkers and NEB images are evaluated together:
   ASE calculator whose ``calculate`` waits until every walker still running has asked, then
   one :meth:`~BatchCalculator.evaluate_batch` call answers them all. ASE's own integrators
   are used unchanged, and the results do not depend on thread timing: a batch always holds
-  one request per running walker, in walker order.
+  one request per running walker, in walker order. A batch calculator with a ``prefetch``
+  method is told of each request as it arrives (a Δ-learning baseline starts its single
+  point then, beside the other walkers' integration; see ``Baseline.prefetch``).
 - :func:`attach_batched` gives a fixed set of images (an NEB band) calculators that evaluate
   every image whose positions changed in one call, when the first of them is asked.
 
@@ -71,6 +73,23 @@ class _Proxy(Calculator):
         self.implemented_properties = list(implemented)
         self._ask = ask
 
+    def check_state(self, atoms: Atoms, tol: float = 1e-15) -> list[str]:
+        """What changed since the last calculation: positions, numbers, cell or pbc.
+
+        ASE's own check compares every per-atom array with a tolerance; an MD step asks three
+        times (integrator, trajectory bookkeeping, the walker's checks), so here the arrays a
+        committee sees are compared as they are (ASE's check was a fifth of the walkers'
+        Python time).
+        """
+        old = self.atoms
+        if old is None or len(old) != len(atoms):
+            return list(all_changes)
+        return [name for name, a, b in (
+            ("positions", old.positions, atoms.positions),
+            ("numbers", old.numbers, atoms.numbers),
+            ("cell", old.cell.array, atoms.cell.array),
+            ("pbc", old.pbc, atoms.pbc)) if not np.array_equal(a, b)]
+
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes) -> None:
         """Fill ``results`` from the batch evaluation that covers this structure."""
         super().calculate(atoms, properties, system_changes)
@@ -88,6 +107,9 @@ class _Lockstep:
         self.cond = threading.Condition()
 
     def ask(self, i: int, atoms: Atoms) -> dict[str, Any]:
+        prefetch = getattr(self.calc, "prefetch", None)
+        if prefetch is not None:
+            prefetch(atoms)
         with self.cond:
             self.pending[i] = atoms  # no copy: the walker waits here until it is answered
             self._evaluate_if_complete()

@@ -325,6 +325,14 @@ class CommitteeCalculator(Calculator):
         self.committee = committee
         self.force_scale = force_scale
 
+    def prefetch(self, atoms: Atoms) -> None:
+        """Start the baseline single point of ``atoms`` (Δ-learning, in ``Baseline.parallel``).
+
+        Called by lockstep walkers as each asks; :meth:`evaluate_batch` then uses it.
+        """
+        if self.committee.baseline is not None:
+            self.committee.baseline.prefetch([atoms])
+
     def evaluate_batch(self, frames: list[Atoms]) -> list[dict[str, Any]]:
         """Results of :meth:`calculate` for many structures from one committee call."""
         from ase.stress import full_3x3_to_voigt_6_stress
