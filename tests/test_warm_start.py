@@ -182,6 +182,40 @@ def test_active_learning_wires_the_previous_committee_into_training():
         assert "pretrained_committee" in pre[f"{it}.train_committee"].inputs
 
 
+def test_a_warm_starting_campaign_retrains_on_schedule_and_at_its_end(frames, previous,
+                                                                      monkeypatch):
+    from reactive_al.models.training import retrains_at
+    from reactive_al.pipelines.active_learning import create_pipeline
+    from reactive_al.pipelines.training.nodes import train
+
+    warm = TrainingConfig(mode="warm_start", retrain_every=3)
+    assert [retrains_at(warm, k, k == 7) for k in range(1, 8)] == [
+        False, False, True, False, False, True, True]
+    no_last = TrainingConfig(mode="warm_start", retrain_last=False)
+    assert not any(retrains_at(no_last, k, k == 7) for k in range(1, 8))
+    assert not retrains_at(TrainingConfig(retrain_every=1), 3, True)  # retrain mode anyway
+    assert not retrains_at(warm, None, True)  # `--pipelines training` alone
+    with pytest.raises(ValueError, match="retrain_every must be >= 1 or null"):
+        TrainingConfig(retrain_every=0)
+    # the AL loop tells each training node its iteration and whether it is the last
+    pipe = {n.name: n for n in create_pipeline(n_iterations=3).nodes}
+    bound = [pipe[f"iter_0{k}.train_committee"].func.keywords for k in range(3)]
+    assert bound == [{"iteration": 0, "last": False}, {"iteration": 1, "last": False},
+                     {"iteration": 2, "last": True}]
+    # and the node trains the last iteration from scratch
+    monkeypatch.chdir(PROJECT_ROOT)
+    systems = yaml.safe_load((PROJECT_ROOT / "conf/base/parameters_systems.yml").read_text())
+    params = {"model": {k: v for k, v in SPEC.to_dict().items()
+                        if k not in ("symbols", "lot", "self_energies")},
+              "fit": {"mode": "warm_start", "warm_start_epochs": 1, "max_epochs": 1, **FAST}}
+    previous_h3 = Committee(previous.model, CommitteeSpec(
+        **{**previous.spec.to_dict(), "lot": "hf-sto-3g"}), previous.history)
+    modes = [train(frames, "h3_exchange", systems["systems"], params,
+                   previous_committee=previous_h3, iteration=2, last=last).history["mode"]
+             for last in (False, True)]
+    assert modes == ["warm_start", "retrain"]
+
+
 def test_warm_start_has_its_own_early_stopping(frames, previous):
     # a warm start waits warm_start_min_epochs, then stops after warm_start_patience epochs
     # without a better validation loss, long before warm_start_epochs

@@ -70,6 +70,12 @@ class TrainingConfig:
     #: from scratch) or ``cosine`` (anneal from ``learning_rate`` to 1% of it over
     #: ``warm_start_epochs``: a short run that still ends at a small step)
     warm_start_schedule: str = "plateau"
+    #: warm starts in an AL campaign: iteration k trains from scratch instead when
+    #: ``retrain_every`` divides k (None: only iteration 0), and the campaign's last
+    #: iteration does with ``retrain_last`` (the committee a campaign ends with is then
+    #: trained as by ``retrain``, the ones between are the fast warm starts)
+    retrain_every: int | None = None
+    retrain_last: bool = True
     #: a progress bar over the epochs (tqdm; off in batch jobs)
     progress: bool = True
     #: weight of the stress term of crystals' labels (None: 1.0); the term is the squared
@@ -87,9 +93,25 @@ class TrainingConfig:
         if self.warm_start_schedule not in WARM_START_SCHEDULES:
             raise ValueError(f"{where}.warm_start_schedule must be one of "
                              f"{list(WARM_START_SCHEDULES)}, got {self.warm_start_schedule!r}")
+        if self.retrain_every is not None and int(self.retrain_every) < 1:
+            raise ValueError(f"{where}.retrain_every must be >= 1 or null, "
+                             f"got {self.retrain_every!r}")
         if int(self.warm_start_epochs) < 1:
             raise ValueError(f"{where}.warm_start_epochs must be >= 1, "
                              f"got {self.warm_start_epochs!r}")
+
+
+def retrains_at(cfg: TrainingConfig, iteration: int | None, last: bool) -> bool:
+    """Whether a warm-starting campaign's AL iteration ``iteration`` trains from scratch.
+
+    ``last``: it is the campaign's last iteration (``cfg.retrain_last``); ``cfg.retrain_every``
+    divides the others it retrains. Always False outside warm-start mode or outside a
+    campaign (``iteration`` None).
+    """
+    if cfg.mode != "warm_start" or iteration is None:
+        return False
+    every = cfg.retrain_every
+    return bool((every and iteration % int(every) == 0) or (last and cfg.retrain_last))
 
 
 def fit_self_energies(frames: list[Atoms], symbols: list[str]) -> dict[str, float]:

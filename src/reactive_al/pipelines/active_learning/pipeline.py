@@ -58,7 +58,8 @@ def iteration_template(iteration: int, acquire: bool, pretrained: bool = False) 
     the committee while the QM runs, then waits for the labels (``label_selected``) and
     merges them.
     """
-    training = training_pipeline(previous_committee=iteration > 0, pretrained=pretrained)
+    training = training_pipeline(previous_committee=iteration > 0, pretrained=pretrained,
+                                 iteration=iteration, last=not acquire)
     if not acquire:
         return training + evaluation_pipeline() + Pipeline([
             node(_at(iteration), {"metrics": "metrics",
@@ -84,7 +85,8 @@ def lookahead_template(iteration: int, select_next: bool, pretrained: bool = Fal
     labeling it (``label_job``, queued behind the pending batch) and evaluates. Iteration 0
     makes its own ``pending``: the first batch, from the same candidates.
     """
-    training = training_pipeline(previous_committee=iteration > 0, pretrained=pretrained)
+    training = training_pipeline(previous_committee=iteration > 0, pretrained=pretrained,
+                                 iteration=iteration)
     first = Pipeline([
         node(select_batch, ["committee", "candidates", "labeled_set", "estimator",
                             "params:selection"], ["pending", "pending_selection_stats"],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any
 
@@ -11,6 +12,7 @@ from ase import Atoms
 from reactive_al.models import Committee, CommitteeSpec, TrainingConfig, train_committee
 from reactive_al.models.baseline import Baseline, baseline_level, resolve_baseline
 from reactive_al.models.pretraining import PretrainConfig, pretrain_pool
+from reactive_al.models.training import retrains_at
 from reactive_al.oracles import parse_level
 from reactive_al.oracles.labeling import LabelingConfig, label_structures
 from reactive_al.systems import is_crystal, load_system
@@ -65,11 +67,16 @@ def train(
     labeling: dict[str, Any] | None = None,
     previous_committee: Committee | None = None,
     pretrained_committee: Committee | None = None,
+    iteration: int | None = None,
+    last: bool = False,
 ) -> Committee:
     """Train a committee for the system's elements and level of theory on ``labeled_set``.
 
     With ``training.fit.mode: warm_start`` and a ``previous_committee`` (the AL iteration
-    before), the members continue from its weights; otherwise they train from scratch, or
+    before), the members continue from its weights, except where ``retrain_every`` or
+    ``retrain_last`` of ``training.fit`` make AL iteration ``iteration`` (``last``: the
+    campaign's last) train from scratch (:func:`~reactive_al.models.training.retrains_at`);
+    otherwise they train from scratch, or
     from the ``pretrained_committee``'s networks (``training.pretrain``). With
     ``training.baseline`` (e.g. ``xtb``; ``auto``: :func:`~reactive_al.models.baseline.
     resolve_baseline`) the committee learns the QM labels minus the baseline's, whose labels
@@ -78,6 +85,10 @@ def train(
     rs = load_system(system, systems)
     spec = CommitteeSpec(symbols=rs.symbols, lot=rs.level.name, **training["model"])
     fit = TrainingConfig(**training["fit"])
+    if previous_committee is not None and retrains_at(fit, iteration, last):
+        log.info("iteration %s trains from scratch (training.fit.retrain_every: %s, "
+                 "retrain_last: %s)", iteration, fit.retrain_every, fit.retrain_last)
+        fit = dataclasses.replace(fit, mode="retrain")
     baseline = resolve_baseline(training.get("baseline"), rs.level, is_crystal(rs.reactant))
     if not baseline:
         return train_committee(labeled_set, spec, fit, previous=previous_committee,

@@ -1,5 +1,7 @@
 """Wiring of the ``training`` pipeline (and of pre-training on a cheap level)."""
 
+from functools import partial, update_wrapper
+
 from kedro.pipeline import Pipeline, node
 
 from reactive_al.pipelines.training.nodes import (
@@ -14,20 +16,25 @@ TRAIN_PARAMS = {"system": "params:system", "systems": "params:systems",
 
 
 def create_pipeline(previous_committee: bool = False, pretrained: bool = False,
+                    iteration: int | None = None, last: bool = False,
                     **kwargs) -> Pipeline:
     """``labeled_set`` → ``committee``; also reads ``previous_committee`` if asked to.
 
     The AL loop asks for it from the second iteration on, so that ``training.fit.mode:
     warm_start`` can continue the previous committee; run alone, the pipeline trains from
     scratch. With ``pretrained`` it reads ``pretrained_committee`` (:func:`pretraining`),
-    whose networks training starts from.
+    whose networks training starts from. In the AL loop the node also knows its
+    ``iteration`` and whether it is the ``last`` (``training.fit.retrain_every`` /
+    ``retrain_last`` of a warm-starting campaign).
     """
     inputs = {"labeled_set": "labeled_set", **TRAIN_PARAMS}
     if previous_committee:
         inputs["previous_committee"] = "previous_committee"
     if pretrained:
         inputs["pretrained_committee"] = "pretrained_committee"
-    return Pipeline([node(train, inputs, "committee", name="train_committee")])
+    func = train if iteration is None else update_wrapper(
+        partial(train, iteration=iteration, last=last), train)
+    return Pipeline([node(func, inputs, "committee", name="train_committee")])
 
 
 def pretraining() -> Pipeline:
