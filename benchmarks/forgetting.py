@@ -20,7 +20,7 @@ with ``--mode``-specific overrides. Prints a table; writes benchmarks/results/fo
 
     python benchmarks/forgetting.py [--data data] [--scheme campaign|query] [--seeds 0]
         [--replay-fractions 0.5] [--warm-start-epochs N] [--max-epochs N]
-        [--warm-mode warm_start_shrink=0.5,warm_start_perturb=0.1 ...]
+        [--warm-mode warm_start_epochs=300,warm_start_min_epochs=150 ...]
 """
 
 from __future__ import annotations
@@ -137,7 +137,7 @@ def main() -> None:
                         help="cap every training (also from scratch), for a quick look")
     parser.add_argument("--warm-mode", action="append", default=[], metavar="KEY=VALUE,...",
                         help="one more warm-start mode with these training.fit overrides, "
-                             "e.g. warm_start_shrink=0.5,warm_start_perturb=0.1 (repeatable)")
+                             "e.g. warm_start_epochs=300,warm_start_min_epochs=150 (repeatable)")
     parser.add_argument("--no-retrain", action="store_true",
                         help="the warm-start modes only (retrain measured in another run)")
     parser.add_argument("--iterations", type=int, default=None)

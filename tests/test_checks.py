@@ -49,6 +49,7 @@ def test_shipped_parameters_pass(params):
     ("training.fit.warm_start_schedule", "cosin", "one of ['plateau', 'cosine']"),
     ("training.fit.warm_start_patience", 2.5, "integer >= 1 (or null)"),
     ("training.fit.retrain_every", 0, "integer >= 1 (or null)"),
+    ("training.fit.retrain_last", "sometimes", "must be true or false"),
     ("selection.walkers.temperatures_K", [], "temperatures > 0 K"),
     ("selection.walkers.temperatures_K", [300, -5], "temperatures > 0 K"),
     ("selection.walkers.bias.tau", 0, "number > 0"),

@@ -193,6 +193,7 @@ RULES: tuple[tuple[str, Callable[[Any], str | None], str], ...] = (
     ("training.fit.warm_start_min_epochs", COUNT, "parameters_training.yml"),
     ("training.fit.warm_start_patience", _int(1, optional=True), "parameters_training.yml"),
     ("training.fit.retrain_every", _int(1, optional=True), "parameters_training.yml"),
+    ("training.fit.retrain_last", _flag, "parameters_training.yml"),
     ("training.fit.mode", _one_of(TRAINING_MODES), "parameters_training.yml"),
     ("training.fit.warm_start_schedule", _one_of(WARM_START_SCHEDULES),
      "parameters_training.yml"),

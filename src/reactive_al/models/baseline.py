@@ -173,7 +173,7 @@ class Baseline:
             finally:
                 self._pool, self._threads = None, 1
                 with self._lock:
-                    self._started.clear()  # the pool has finished them; nothing to keep
+                    self._started.clear()  # evaluate took every one; none outlives the pool
 
     @property
     def threads(self) -> int:

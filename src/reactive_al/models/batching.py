@@ -105,11 +105,12 @@ class _Lockstep:
         self.answers: dict[int, dict[str, Any]] = {}
         self.error: BaseException | None = None
         self.cond = threading.Condition()
+        #: the calculator's ``prefetch`` (told of each request as it arrives), if it has one
+        self.prefetch = getattr(calc, "prefetch", None)
 
     def ask(self, i: int, atoms: Atoms) -> dict[str, Any]:
-        prefetch = getattr(self.calc, "prefetch", None)
-        if prefetch is not None:
-            prefetch(atoms)
+        if self.prefetch is not None:
+            self.prefetch(atoms)
         with self.cond:
             self.pending[i] = atoms  # no copy: the walker waits here until it is answered
             self._evaluate_if_complete()
