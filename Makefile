@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 export KEDRO_DISABLE_TELEMETRY := true
+export MLFLOW_DISABLE_TELEMETRY := true
 export TORCHANI_NO_WARN_EXTENSIONS := 1
 export OMP_NUM_THREADS ?= 1
 

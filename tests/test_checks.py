@@ -36,6 +36,17 @@ def test_shipped_parameters_pass(params):
     check_parameters(params)
 
 
+def test_every_benchmark_method_sets_valid_parameters(params):
+    """A method's overrides (``benchmark.methods.<m>.params``) on the defaults pass the checks."""
+    from reactive_al.nested import deep_merge
+
+    methods = params["benchmark"]["methods"]
+    assert {"committee_delta_lookahead", "committee_delta_lookahead_warm"} <= set(methods)
+    for name, method in methods.items():
+        assert method.get("params"), name
+        check_parameters(deep_merge(params, method["params"]))
+
+
 @pytest.mark.parametrize(("key", "value", "expected"), [
     ("active_learning.n_iterations", 0, "integer >= 1"),
     ("active_learning.lookahead", "yes", "true or false"),

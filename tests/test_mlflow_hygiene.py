@@ -12,6 +12,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -22,6 +23,28 @@ from reactive_al import tracking
 from .conftest import LOCAL_PARAMS, copy_project, kedro, kedro_with_broken_reactant, start_kedro
 
 EXPERIMENT = "reactive_al"
+
+
+_TELEMETRY = """
+import mlflow
+from mlflow.telemetry import get_telemetry_client
+before = get_telemetry_client() is not None
+import reactive_al.settings
+print(before, get_telemetry_client() is not None)
+"""
+
+
+@pytest.mark.parametrize(("setting", "expected"), [(None, "True False"), ("false", "True True")])
+def test_mlflow_telemetry_is_off_unless_the_environment_turns_it_on(setting, expected):
+    """mlflow imported first (as kedro-mlflow's CLI does): its client is gone after settings."""
+    ci = {"PYTEST_CURRENT_TEST", "CI", "MLFLOW_DISABLE_TELEMETRY", "DO_NOT_TRACK"}
+    env = {k: v for k, v in os.environ.items() if k not in ci}  # MLflow skips telemetry in CI
+    if setting is not None:
+        env["MLFLOW_DISABLE_TELEMETRY"] = setting
+    out = subprocess.run([sys.executable, "-c", _TELEMETRY], env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split("\n")[-2] == expected
 
 
 def _client(db: Path):

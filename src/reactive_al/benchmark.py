@@ -68,7 +68,7 @@ def param_arg(params: dict[str, Any]) -> str:
 def kedro_run(project: Path, args: list[str], log_path: Path) -> float:
     """``kedro run <args>`` in ``project``, output appended to ``log_path``; wall time (s)."""
     exe = Path(sys.executable).with_name("kedro")
-    env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "true", "COLUMNS": "250"}
+    env = {**os.environ, "COLUMNS": "250"}  # telemetry off: reactive_al.settings
     start = time.perf_counter()
     with open(log_path, "a") as fh:
         proc = subprocess.run([str(exe), "run", *args], cwd=project, env=env, stdout=fh,

@@ -113,7 +113,6 @@ class ReactiveALHooks:
         """
         global SESSION_PARAMETERS
         os.environ.setdefault("TORCHANI_NO_WARN_EXTENSIONS", "1")
-        os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "true")
         # the AL pipeline refers to namespaced datasets (iter_00.summary) on purpose
         warnings.filterwarnings("ignore", message="One or more dataset names contain '.'")
         try:

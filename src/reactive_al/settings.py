@@ -3,12 +3,33 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
 from kedro.config import OmegaConfigLoader
 
 from reactive_al.hooks import ReactiveALHooks
+
+
+def quiet_telemetry() -> None:
+    """Turn Kedro's and MLflow's usage telemetry off unless the environment sets them.
+
+    A campaign sends nothing out. MLflow starts its telemetry client when it is imported,
+    and under the ``kedro`` command kedro-mlflow's CLI imports it before this module, so the
+    client is made again (none, once disabled).
+    """
+    os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "true")
+    if "MLFLOW_DISABLE_TELEMETRY" in os.environ:
+        return
+    os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
+    if "mlflow" in sys.modules:
+        from mlflow.telemetry import set_telemetry_client
+
+        set_telemetry_client()
+
+
+quiet_telemetry()
 
 HOOKS = (ReactiveALHooks(),)
 
