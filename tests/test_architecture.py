@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ast
 
+import pytest
+
 from .conftest import PROJECT_ROOT
 
 SRC = PROJECT_ROOT / "src" / "reactive_al"
@@ -70,3 +72,16 @@ def test_campaign_length_comes_from_the_session_parameters(monkeypatch):
 
     n = load_parameters(PROJECT_ROOT)["active_learning"]["n_iterations"]
     assert len(namespaces(register_pipelines()["active_learning"])) == n
+
+
+@pytest.mark.parametrize("settings", [{}, {"lookahead": True}])
+def test_every_node_function_has_a_name(monkeypatch, settings):
+    """Kedro warns on every run about a node made of a bare ``functools.partial``."""
+    from reactive_al import hooks
+    from reactive_al.pipeline_registry import register_pipelines
+
+    monkeypatch.setattr(hooks, "SESSION_PARAMETERS",
+                        {"active_learning": {"n_iterations": 4, **settings}})
+    nameless = {n.name for p in register_pipelines().values() for n in p.nodes
+                if not hasattr(n.func, "__name__")}
+    assert not nameless

@@ -151,7 +151,7 @@ def create_pipeline(n_iterations: int = 5, pretrain: bool = False, lookahead: bo
              ["learning_curve", "learning_curve_plot"], name="learning_curve"),
         node(finalize, [f"labeled_set_{n_iterations - 1}", f"{ns_last}.committee"],
              ["labeled_set", "committee"], name="publish_campaign_result"),
-        node(partial(campaign_report, n_iterations=n_iterations),
+        node(update_wrapper(partial(campaign_report, n_iterations=n_iterations), campaign_report),
              ["learning_curve", "params:system"], "campaign_report", name="campaign_report"),
     ])
     pre = training_pretraining() if pretrain else Pipeline([])
