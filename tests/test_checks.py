@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -23,8 +24,6 @@ def params() -> dict:
 
 
 def _with(params: dict, key: str, value) -> dict:
-    import copy
-
     from reactive_al.nested import set_path
 
     out = copy.deepcopy(params)
@@ -114,6 +113,22 @@ def test_identity_is_recorded_then_guards_the_folder(tmp_path, params):
     # another query setting is another campaign, the same system's data is still its data
     other = campaign_identity(_with(params, "selection.strategy", "random"), sn2)
     assert other["data"] == ident["data"] and other["campaign"] != ident["campaign"]
+
+
+def test_the_lookahead_is_part_of_a_campaign_and_the_plain_loop_keeps_its_identity(params):
+    """A plain-loop folder made before the lookahead became the default is not resumed by it."""
+    sn2 = load_system("sn2_cl_ch3cl", params["systems"], PROJECT_ROOT)
+    assert params["active_learning"]["lookahead"] is True  # the default
+    ident = {v: campaign_identity(_with(params, "active_learning.lookahead", v), sn2)
+             for v in (True, False)}
+    no_key = copy.deepcopy(params)
+    del no_key["active_learning"]["lookahead"]
+    assert ident[True]["campaign"] != ident[False]["campaign"]
+    assert ident[False]["campaign"] == campaign_identity(no_key, sn2)["campaign"]
+    assert ident[True]["data"] == ident[False]["data"]
+    # the number of iterations is not: a campaign may be extended
+    longer = campaign_identity(_with(params, "active_learning.n_iterations", 9), sn2)
+    assert longer["campaign"] == ident[True]["campaign"]
 
 
 def test_auto_baseline_is_xtb_for_dft_molecules_and_none_for_xtb_levels_and_crystals(params):

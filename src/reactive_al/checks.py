@@ -333,7 +333,7 @@ def _without_null(block: Any, path: list[str]) -> Any:
 
 
 def _result_settings(params: Mapping[str, Any], system: Any = None) -> dict[str, Any]:
-    """The result-changing blocks, ``training.baseline: auto`` resolved for ``system``.
+    """The result-changing blocks (and the lookahead), ``training.baseline: auto`` resolved.
 
     A campaign's identity is what it computes: ``auto`` counts as the baseline it resolves
     to (none for crystals and xTB-level systems, which keep the identity they had before).
@@ -349,6 +349,8 @@ def _result_settings(params: Mapping[str, Any], system: Any = None) -> dict[str,
     for key in OPTIONS_OFF_WHEN_NULL:
         block, *path = key.split(".")
         settings[block] = _without_null(settings.get(block), path)
+    if get_path(params, "active_learning.lookahead", False):  # plain-loop folders keep theirs
+        settings["active_learning"] = {"lookahead": True}
     return settings
 
 
