@@ -61,8 +61,10 @@ def main() -> None:
     out: dict[str, Any] = {
         "system": args.system, "level_of_theory": result.get("level_of_theory"),
         "seeds": seeds, "budget": result.get("budget"), "parallel_campaigns": args.parallel,
-        "load_average_start": [round(x, 2) for x in load0],
-        "load_average_end": [round(x, 2) for x in os.getloadavg()], "arms": {}}
+        # the load while the campaigns ran (none when they ran before --report-only)
+        "load_average_start": None if args.report_only else [round(x, 2) for x in load0],
+        "load_average_end": None if args.report_only else [round(x, 2) for x in os.getloadavg()],
+        "arms": {}}
     per_seed: dict[str, dict[str, dict[str, float]]] = {}
     for arm, method in arms.items():
         agg = result["aggregate"]["methods"].get(method)
