@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import signal
 import sqlite3
@@ -63,7 +64,7 @@ class Case:
     """A bad input: what is broken, how the run is started, what its one line must say."""
 
     id: str
-    expect: str  # part of the one line
+    expect: str | re.Pattern  # part of the one line, or a pattern it matches
     params: dict[str, Any] = field(default_factory=dict)  # --params
     files: dict[str, Content] = field(default_factory=dict)  # project-relative path → content
     pipeline: str | None = None  # --pipelines
@@ -250,8 +251,10 @@ PARAMETERS = [
 ]
 
 CONFIGURATION = [
-    Case("yaml_tab", "conf/local/parameters_case.yml: invalid YAML (line 2, column 1: found "
-         "character that cannot start any token); indent with spaces, not tabs",
+    # PyYAML 6.0.4 names the character (found character '\t' that ...), earlier ones do not
+    Case("yaml_tab", re.compile(r"conf/local/parameters_case\.yml: invalid YAML \(line 2, "
+                                r"column 1: found character ('\\t' )?that cannot start any "
+                                r"token\); indent with spaces, not tabs"),
          files={"conf/local/parameters_case.yml": "selection:\n\tbatch_size: 8\n"}),
     Case("yaml_indentation", "parameters_case.yml: invalid YAML (line 3, column 12: mapping "
          "values are not allowed", files={
@@ -501,7 +504,10 @@ def test_bad_input_ends_in_one_line_and_changes_nothing(corpus, case, capfd, mon
             assert line is not None, "the run was not stopped"
         after = _state(corpus, case.stage)
     assert line.startswith("reactive_al: ") and "\n" not in line, line
-    assert case.expect in line, line
+    if isinstance(case.expect, re.Pattern):
+        assert case.expect.search(line), line
+    else:
+        assert case.expect in line, line
     assert "Traceback" not in output
     _assert_unchanged(before, after, case.stage)
 

@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 SESSION_PARAMETERS: dict | None = None
 #: A pipeline holding a node of this name (``iter_NN.<name>``) runs AL iterations: a campaign.
 ITERATION_NODE = "summarize_iteration"
+#: What OmegaConf says when a list meets a mapping (2.4, then 2.3).
+MERGE_ERRORS = ("Cannot merge incompatible container types", "Cannot merge DictConfig with")
 #: Where kedro-mlflow reads its configuration (the same patterns it registers).
 MLFLOW_PATTERNS = ["mlflow*", "mlflow*/**", "**/mlflow*"]
 
@@ -382,6 +384,8 @@ def _configuration_message(context, exc: BaseException) -> str:  # noqa: ANN001
     """
     from kedro.config import MissingConfigException
 
+    if isinstance(exc, TypeError) and any(m in str(exc) for m in MERGE_ERRORS):
+        return _merge_conflict(context)
     if is_yaml_error(exc):
         return yaml_message(exc)
     text = str(exc).strip()
@@ -397,8 +401,6 @@ def _configuration_message(context, exc: BaseException) -> str:  # noqa: ANN001
     if isinstance(exc, ValueError) and first.startswith("Duplicate keys found in "):
         pair = first.removeprefix("Duplicate keys found in ")
         return f"{pair} (set in both files); set each key in one file of an environment"
-    if isinstance(exc, TypeError) and "Cannot merge incompatible container types" in text:
-        return _merge_conflict(context)
     raise exc
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,9 @@ def quiet_telemetry() -> None:
 
 
 quiet_telemetry()
+# Kedro 1.7's config loader registers its resolvers with a call OmegaConf 2.4 deprecates:
+# two multi-line warnings on every run, about Kedro's code, not the project's
+warnings.filterwarnings("ignore", message=r"register_new_resolver\(\) is deprecated")
 
 HOOKS = (ReactiveALHooks(),)
 
