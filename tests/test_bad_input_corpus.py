@@ -509,7 +509,6 @@ def test_bad_input_ends_in_one_line_and_changes_nothing(corpus, case, capfd, mon
     else:
         assert case.expect in line, line
     assert "Traceback" not in output
-    assert "register_new_resolver" not in output  # Kedro's own deprecated call, filtered
     _assert_unchanged(before, after, case.stage)
 
 
