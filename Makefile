@@ -7,19 +7,25 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export TORCHANI_NO_WARN_EXTENSIONS := 1
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: install run resume test lint bench benchmark notebook viz mlflow-ui clean-campaign
+.PHONY: install lock run resume test lint bench benchmark notebook viz mlflow-ui clean-campaign
 SYSTEM ?= sn2_cl_ch3cl
 PARALLEL ?= 2
 
-$(BIN)/.installed: pyproject.toml
+$(BIN)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch first, pinned, so nothing below can pull a CUDA build
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e ".[dev,notebook]"
+	# every other package at the version the README's numbers were measured with
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev,notebook]"
 	touch $@
 
 install: $(BIN)/.installed
+
+## After a deliberate upgrade of .venv: record its versions in constraints.txt (torch stays in pyproject.toml).
+lock: install
+	{ sed -n '1,2p' constraints.txt; $(BIN)/python -m pip freeze --exclude-editable | grep -v '^torch=='; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
 
 ## The default campaign (SN2) on embedded defaults; resumes an interrupted one.
 run: install

@@ -289,3 +289,13 @@ def test_sigterm_ends_the_run_killed(project):
     assert proc.returncode != 0
     assert [r.info.status for r in mine()] == ["KILLED"]
     assert not _running(_runs(project / "mlflow.db"))
+
+
+def test_runs_record_the_versions_of_the_numerical_stack():
+    import numpy
+    import torch
+
+    versions = tracking.process_tags()[tracking.VERSIONS_TAG]
+    assert f"numpy {numpy.__version__}" in versions.split(", ")
+    assert f"torch {torch.__version__}" in versions.split(", ")
+    assert len(versions.split(", ")) == len(tracking.VERSIONED)

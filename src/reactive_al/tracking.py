@@ -40,16 +40,38 @@ CAMPAIGN_TAG = "reactive_al.campaign"
 PID_TAG = "reactive_al.pid"
 HOST_TAG = "reactive_al.host"
 STARTED_TAG = "reactive_al.process_started"
+#: The numerical stack of the process (a campaign's numbers depend on its versions, README).
+VERSIONS_TAG = "reactive_al.versions"
+VERSIONED = ("torch", "torchani", "pyscf", "tblite", "ase", "numpy", "scipy", "dask", "kedro",
+             "mlflow")
 #: MLflow's limit on a parameter value (``mlflow.utils.validation.MAX_PARAM_VAL_LENGTH``).
 MAX_PARAM_LENGTH = 6000
 
 
+def package_versions() -> str:
+    """``name version`` of each package of :data:`VERSIONED`, comma-separated (absent: ``-``)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def one(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "-"
+
+    return ", ".join(f"{name} {one(name)}" for name in VERSIONED)
+
+
 def process_tags() -> dict[str, str]:
-    """Tags naming this process: pid, host and start time (the pair pid/start is unique)."""
+    """Tags naming this process and its numerical stack.
+
+    Its pid, host and start time (the pair pid/start is unique) and the versions of
+    :func:`package_versions`.
+    """
     import psutil
 
     return {PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname(),
-            STARTED_TAG: f"{psutil.Process().create_time():.2f}"}
+            STARTED_TAG: f"{psutil.Process().create_time():.2f}",
+            VERSIONS_TAG: package_versions()}
 
 
 def process_alive(tags: Mapping[str, str]) -> bool | None:
