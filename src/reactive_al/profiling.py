@@ -92,6 +92,7 @@ STAGES = {
     "build_training_pools": "structures", "build_test_pool": "structures",
     "describe_test_pool": "structures",
     "label_initial_pool": "qm_labeling", "train_committee": "training",
+    "warm_up_training": "training",
     "explore_candidates": "exploration", "fit_estimator": "selection",
     "select_batch": "selection", "select_first_batch": "selection",
     "evaluate_committee": "evaluation",
@@ -101,8 +102,10 @@ STAGES = {
 }
 #: nodes that start a batch labeled in the background and wait for it: the batch's own record
 #: (stage ``qm_batch``) is its QM time; the driver's time in these nodes is waiting for the QM
-#: (``label_selected`` labeled in the foreground before the overlap was built)
-QM_DRIVER = {"submit_selected", "submit_first_batch", "label_selected"}
+#: (``label_selected`` and ``label_initial_pool`` labeled in the foreground before the overlap
+#: was built)
+QM_DRIVER = {"submit_selected", "submit_first_batch", "label_selected", "submit_initial_pool",
+             "label_initial_pool"}
 
 
 def _union(intervals: list[tuple[float, float]]) -> list[tuple[float, float]]:
