@@ -229,3 +229,54 @@ def test_a_baseline_at_the_systems_own_level_stops_with_one_line():
                       "training": {"baseline": "xtb", "pretrain": {"level": "xtb"}}})
     with pytest.raises(ParameterError, match=r"training.pretrain: unknown settings \['pool'\]"):
         check_parameters({"training": {"pretrain": {"pool": 3}}})
+
+
+@pytest.fixture(scope="module")
+def project_params():
+    from reactive_al.settings import load_parameters
+
+    from .conftest import PROJECT_ROOT
+
+    return load_parameters(PROJECT_ROOT)
+
+
+def _sn2_frames(systems) -> list:
+    from reactive_al.systems import load_system
+
+    rs = load_system("sn2_cl_ch3cl", systems)
+    rng = np.random.default_rng(3)
+    frames = []
+    for a in (rs.reactant, rs.product) * 3:
+        b = a.copy()
+        b.positions += rng.normal(0, 0.03, b.positions.shape)
+        frames.append(b)
+    return frames
+
+
+def test_the_warm_up_caches_the_baseline_labels_of_the_initial_pool(project_params, tmp_path):
+    from reactive_al.pipelines.training.nodes import warm_up
+
+    from .conftest import cache_labels
+
+    p, cache = project_params, tmp_path / "labels.db"
+    labeling = {**p["labeling"], "cache_path": str(cache), "progress": False}
+    training = {**p["training"], "baseline": "auto"}  # B3LYP SN2: the GFN2-xTB baseline
+    out = warm_up(_sn2_frames(p["systems"]), "sn2_cl_ch3cl", p["systems"], training,
+                  labeling, None)
+    assert out["baseline_labels"] == 6 and out["baseline_failures"] == 0, out
+    assert len([v for v in cache_labels(cache).values() if v[0] is not None]) == 6
+    # an xTB-level system has no baseline: nothing to warm up
+    xtb = {**p["systems"], "sn2_cl_ch3cl": {**p["systems"]["sn2_cl_ch3cl"],
+                                             "level_of_theory": XTB}}
+    assert warm_up([], "sn2_cl_ch3cl", xtb, training, labeling)["skipped"] == "no baseline"
+
+
+def test_a_failing_warm_up_is_reported_not_raised(project_params, tmp_path):
+    from reactive_al.pipelines.training.nodes import warm_up
+
+    p = project_params
+    labeling = {**p["labeling"], "cache_path": str(tmp_path / "labels.db"), "progress": False}
+    bad = {**p["training"], "baseline": "xtb", "model": {**p["training"]["model"],
+                                                         "no_such_setting": 1}}
+    out = warm_up(_sn2_frames(p["systems"]), "sn2_cl_ch3cl", p["systems"], bad, labeling)
+    assert "no_such_setting" in out["error"]
