@@ -198,6 +198,21 @@ def test_killed_labeling_process_loses_only_calculations_in_flight(tmp_path, mon
     assert len(calls) == 16 - done
 
 
+def test_a_lock_file_left_by_a_killed_writer_does_not_block_the_cache(tmp_path):
+    """A writer killed inside ASE's write leaves ``<cache>.lock``; SQLite's own lock is used."""
+    import threading
+
+    cache = tmp_path / "stale.db"
+    (tmp_path / "stale.db.lock").write_bytes(b"")
+    out: dict = {}
+    worker = threading.Thread(target=lambda: out.update(_label_in_process(str(cache), 0, 2, 0)),
+                              daemon=True)
+    worker.start()
+    worker.join(timeout=60)
+    assert not worker.is_alive(), "labeling waits for a stale lock file"
+    assert len(out) == 2 and len(LabelCache(cache)) == 2
+
+
 def test_cache_waits_for_a_schema_another_process_is_still_writing(tmp_path):
     """ASE writes its tables, then the version row: a cache opened in between waits for it."""
     import sqlite3

@@ -200,9 +200,15 @@ class LabelCache:
                 time.sleep(0.05 * (attempt + 1))
 
     def _db(self):
+        """The ASE database on the cache file, without ASE's lock file.
+
+        SQLite locks the file itself (WAL, busy timeout); ASE's ``<file>.lock`` is created with
+        ``O_EXCL`` and waited for without end, so a process killed while writing would leave it
+        behind and hang every later campaign on the cache.
+        """
         import ase.db
 
-        return ase.db.connect(str(self.path), type="db", append=True)
+        return ase.db.connect(str(self.path), type="db", append=True, use_lock_file=False)
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
