@@ -306,7 +306,7 @@ DATASETS = [
     Case("reference_path_truncated", "reference_path.extxyz: truncated (2 of 5 frames)",
          files={"data/03_primary/reference_path.extxyz": _frames(2)}, pipeline="evaluation",
          stage="node"),
-    Case("failure_budget_exceeded", "label_initial_pool: 8 of 8 structures failed (timeout), "
+    Case("failure_budget_exceeded", "label_test_pool: 18 of 18 structures failed (timeout), "
          "more than the failure budget 50%; finished labels are cached",
          {"labeling": {"cache_path": "data/02_intermediate/other_cache.db",
                        "timeout_s": 1e-9}}, pipeline="labeling", stage="node"),

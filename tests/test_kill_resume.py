@@ -42,9 +42,12 @@ CACHE = "data/02_intermediate/label_cache.db"
 #: the campaign's nodes where kills are aimed: (phase, how many kills, how long after the node
 #: starts a kill may come, s: about the node's length on a busy machine)
 TARGETS = {
-    "qm_reference_path": ("labeling", 2, 5.0),
-    "label_initial_pool": ("labeling", 1, 0.8),
-    "label_test_pool": ("labeling", 1, 1.5),
+    "qm_reference_path": ("labeling", 2, 2.5),
+    # the initial pool is labeled in the background from here (the test pool's node and the
+    # warm-up between) to label_initial_pool, which only collects it
+    "submit_initial_pool": ("labeling", 1, 0.5),
+    "describe_test_pool": ("labeling", 0, 0.0),
+    "label_test_pool": ("labeling", 1, 0.6),
     "iter_00.train_committee": ("training", 2, 1.5),
     "iter_00.fit_estimator": ("selection", 1, 0.05),
     "iter_00.explore_candidates": ("selection", 1, 0.2),
