@@ -205,7 +205,13 @@ def test_labeling_on_slurm_survives_scancel_and_resumes_from_the_cache(project):
     labels = _labels(root)
     cache_path = root / "data/02_intermediate/label_cache.db"
     assert len(labels) == N_INITIAL + N_TEST
-    assert _n_cached(root) == N_INITIAL + N_TEST
+    # the QM labels, and the GFN2-xTB baseline labels the driver cached while the initial
+    # pool was labeled (the warm-up of the first Δ training)
+    assert _n_cached(root) == N_INITIAL + N_TEST + N_INITIAL
+    programs = [row.data["provenance"]["qm_program"]
+                for row in connect(str(cache_path), type="db").select()
+                if row.label_key not in labels]
+    assert programs == ["tblite"] * N_INITIAL, programs
     summary["labels"] = len(labels)
 
     # run 2: two labels gone from the cache are computed again, exactly those two
@@ -215,7 +221,7 @@ def test_labeling_on_slurm_survives_scancel_and_resumes_from_the_cache(project):
     db = connect(str(cache_path), type="db")
     lost = [a.info["label_key"] for a in first]
     db.delete([row.id for key in lost for row in db.select(label_key=key)])
-    assert _n_cached(root) == N_INITIAL + N_TEST - 2
+    assert _n_cached(root) == 2 * N_INITIAL + N_TEST - 2
 
     t0 = time.monotonic()
     proc = _kedro_run(root)
@@ -227,6 +233,6 @@ def test_labeling_on_slurm_survives_scancel_and_resumes_from_the_cache(project):
     relabeled = _labels(root)
     assert relabeled.keys() == labels.keys()
     assert all(abs(relabeled[k] - labels[k]) < 1e-6 for k in labels)
-    assert _n_cached(root) == N_INITIAL + N_TEST
+    assert _n_cached(root) == 2 * N_INITIAL + N_TEST
     summary["total_jobs"] = len(_jobs(job_name))
     print("slurm summary:", json.dumps(summary))

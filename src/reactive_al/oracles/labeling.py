@@ -356,6 +356,10 @@ class LabelJob:
 
     def __init__(self, frames: Iterable[Atoms], cfg: LabelingConfig) -> None:
         self.frames = list(frames)
+        if cfg.scheduler == "slurm":
+            # importing dask_jobqueue installs a SIGINT handler, which only the main thread
+            # may do: the job's thread would fail where no batch has started the cluster yet
+            import dask_jobqueue  # noqa: F401
         priority = -next(self._started)  # the Dask workers finish older batches first
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reactive-al-labels")
         self._future = executor.submit(self._run, self.frames, cfg, priority,
