@@ -97,7 +97,8 @@ def _salvage(damaged: Path, fresh: Path) -> int:
         return 0
     seen: set[str] = set()
     kept = 0
-    with ase.db.connect(str(fresh), type="db", append=True) as out, src:
+    # one writer under the directory lock; ASE's lock file would outlive a kill (see cache.py)
+    with ase.db.connect(str(fresh), type="db", append=True, use_lock_file=False) as out, src:
         for i in ids:
             try:
                 row = src.get(id=i)

@@ -26,6 +26,17 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+def import_scheduler(cfg: LabelingConfig) -> None:
+    """Import the library of ``cfg.scheduler``; call it in the main thread.
+
+    Importing ``dask_jobqueue`` installs a SIGINT handler, which only the main thread may
+    do: a batch labeled in a background thread (:class:`~reactive_al.oracles.labeling.LabelJob`)
+    that starts the first Slurm cluster of a run would fail there.
+    """
+    if cfg.scheduler == "slurm":
+        import dask_jobqueue  # noqa: F401
+
+
 def make_cluster(cfg: LabelingConfig, n_jobs: int):
     """Dask cluster for ``cfg.scheduler`` (None for an existing scheduler address).
 

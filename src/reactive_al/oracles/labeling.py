@@ -27,7 +27,7 @@ from reactive_al import profiling
 from reactive_al.oracles import Level, OracleError, get_oracle, parse_level, single_point
 from reactive_al.oracles.cache import LabelCache, label_key
 from reactive_al.oracles.claims import DEFAULT_CLAIM_TTL_S, Claims
-from reactive_al.oracles.cluster import dask_client
+from reactive_al.oracles.cluster import dask_client, import_scheduler
 from reactive_al.systems import (
     DEFAULT_MIN_DISTANCE,
     SystemDefinitionError,
@@ -356,10 +356,7 @@ class LabelJob:
 
     def __init__(self, frames: Iterable[Atoms], cfg: LabelingConfig) -> None:
         self.frames = list(frames)
-        if cfg.scheduler == "slurm":
-            # importing dask_jobqueue installs a SIGINT handler, which only the main thread
-            # may do: the job's thread would fail where no batch has started the cluster yet
-            import dask_jobqueue  # noqa: F401
+        import_scheduler(cfg)  # before the thread: dask_jobqueue's import needs the main one
         priority = -next(self._started)  # the Dask workers finish older batches first
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reactive-al-labels")
         self._future = executor.submit(self._run, self.frames, cfg, priority,
