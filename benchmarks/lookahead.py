@@ -4,9 +4,11 @@
 ``active_learning.lookahead``: committee k selects batch k+1 while batch k is labeled) are
 methods of the comparison command (``parameters_benchmark.yml``). With ``--delta`` the arms
 are the default campaign's committee on the GFN2-xTB baseline (``committee_delta``), the same
-pipelined (``committee_delta_lookahead``) and pipelined on the warm-start fast path
-(``committee_delta_lookahead_warm``). Runs the missing campaigns (``reactive-al benchmark
---methods ...``), then writes benchmarks/results/lookahead[_delta]_<system>[_<level>].json:
+pipelined (``committee_delta_lookahead``), pipelined on the warm-start fast path
+(``committee_delta_lookahead_warm``) and pipelined with the first batch chosen from half the
+initial labels (``committee_delta_lookahead_early``, ``active_learning.early_first_batch``).
+Runs the missing campaigns (``reactive-al benchmark --methods ...``), then writes
+benchmarks/results/lookahead[_delta]_<system>[_<level>].json:
 per arm the final test errors (mean, standard deviation and per seed), the per-seed
 differences of every arm against the plain one, and every campaign's wall time (s; only
 comparable between campaigns that ran alone).
@@ -30,7 +32,8 @@ from reactive_al.benchmark import comparison_name, report_only, run_benchmark
 ROOT = Path(__file__).resolve().parents[1]
 ARMS = {"plain": "committee", "lookahead": "committee_lookahead"}
 DELTA_ARMS = {"plain": "committee_delta", "lookahead": "committee_delta_lookahead",
-              "lookahead_warm": "committee_delta_lookahead_warm"}
+              "lookahead_warm": "committee_delta_lookahead_warm",
+              "lookahead_early": "committee_delta_lookahead_early"}
 METRICS = ("force_mae_ev_per_a", "path_force_mae_ev_per_a", "energy_mae_mev_per_atom",
            "neb_barrier_error_kcal_mol")
 

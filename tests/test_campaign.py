@@ -195,6 +195,54 @@ def test_lookahead_labels_the_next_batch_while_the_committee_trains(project, tmp
     assert (data / "08_reporting/learning_curve.csv").exists()
 
 
+def test_early_first_batch_is_selected_while_the_initial_pool_is_labeled(project, tmp_path):
+    # active_learning.early_first_batch: the initial pool is labeled head first; a committee
+    # trained on the head selects and submits the first batch before the rest of the pool
+    # is collected; iteration 0 (on the whole pool) selects the next batch away from it
+    from ase.io import read
+
+    from reactive_al.selection.query import not_in_training
+
+    root = tmp_path / "early"
+    shutil.copytree(project, root, ignore=shutil.ignore_patterns("campaign_profile.jsonl"))
+    data = root / "data"
+    for folder in ("05_model_input", "06_models", "08_reporting"):
+        shutil.rmtree(data / folder)
+    for path in [*(data / "03_primary").glob("labeled_set*"), *data.glob("0[37]_*/iter_*")]:
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    profile = root / "profile.jsonl"
+    params = ("active_learning.lookahead=true,active_learning.n_iterations=3,"
+              "active_learning.early_first_batch=0.5")
+    result = kedro(root, "--only-missing-outputs", "--params", params,
+                   env={"REACTIVE_AL_PROFILE": str(profile)})
+    assert result.returncode == 0, result.stderr[-3000:]
+    pool = read(data / "02_intermediate/initial_pool.extxyz", index=":")
+    head = read(data / "03_primary/initial_head_set.extxyz", index=":")
+    assert [a.positions.tolist() for a in head] == [a.positions.tolist() for a in pool[::2]]
+    labeled = read(data / "03_primary/labeled_set_0.extxyz", index=":")
+    assert [a.positions.tolist() for a in labeled] == [a.positions.tolist() for a in pool]
+    first = read(data / "05_model_input/first_batch/selected.extxyz", index=":")
+    second = read(data / "05_model_input/iter_00/selected.extxyz", index=":")
+    assert len(first) == len(second) == 4
+    assert len(not_in_training(second, first, 0.02)) == len(second)
+    assert not (data / "05_model_input/iter_00/pending.extxyz").exists()
+    assert (data / "06_models/first_batch/committee.pt").exists()
+    collected = read(data / "03_primary/iter_00/new_labels.extxyz", index=":")
+    assert sorted(a.info["origin"] for a in collected) == sorted(a.info["origin"] for a in first)
+    sizes = [_frames(data / f"03_primary/labeled_set_{k}.extxyz") for k in range(3)]
+    assert sizes == [8, 12, 16]
+    records = [json.loads(line) for line in profile.read_text().splitlines()]
+    span = {(r["node"], r["stage"]): (r["start"], r["start"] + r["seconds"]) for r in records}
+    tol = 0.01
+    # the first batch was under way before the initial pool was collected
+    assert span[("label_initial_head", "node")][1] <= span[
+        ("first_batch.train_committee", "node")][0] + tol
+    assert span[("first_batch.submit_selected", "node")][1] <= span[
+        ("label_initial_pool", "node")][0] + tol
+    assert span[("label_initial_pool", "node")][1] <= span[
+        ("iter_00.train_committee", "node")][0] + tol
+
+
 def test_resume_reruns_only_missing_iterations(project):
     data = project / "data"
     kept = [data / "06_models/iter_00/committee.pt", data / "06_models/iter_01/committee.pt"]

@@ -110,6 +110,39 @@ def test_a_background_batch_raises_its_error_when_collected(tmp_path, water_fram
         job.result()
 
 
+def test_the_initial_pool_labeled_head_first_comes_back_as_one_labeling(tmp_path, water_frames):
+    # active_learning.early_first_batch: the head (spread over the pool) and the rest are two
+    # background jobs; collected, they give what one labeling of the whole pool gives
+    from reactive_al.pipelines.labeling.nodes import (
+        collect_initial_head,
+        collect_initial_pool,
+        initial_split,
+    )
+
+    early = {"early_first_batch": 0.5}
+    head, tail = initial_split(6, 0.5)
+    assert (head, tail) == ([0, 2, 4], [1, 3, 5])
+    assert initial_split(6, None) == ([0, 1, 2, 3, 4, 5], [])
+    for i in (1, 2):  # one failure in each job
+        water_frames[i].positions[1] = water_frames[i].positions[0] + 0.05
+    jobs = [LabelJob([water_frames[i] for i in idx], _cfg(tmp_path)) for idx in (head, tail)]
+    assert [a.info["origin"] for a in collect_initial_head(*jobs, early)] == ["test/0", "test/4"]
+    labeled, failures = collect_initial_pool(*jobs, early)
+    whole, whole_failures = label_structures(water_frames, _cfg(tmp_path / "whole"))
+    assert [a.info["origin"] for a in labeled] == [a.info["origin"] for a in whole] == [
+        "test/0", "test/3", "test/4", "test/5"]
+    for a, b in zip(labeled, whole, strict=True):
+        assert a.get_potential_energy() == pytest.approx(b.get_potential_energy(), abs=1e-8)
+    assert [(f["index"], f["origin"], f["category"]) for f in failures] == [
+        (f["index"], f["origin"], f["category"]) for f in whole_failures] == [
+        (1, "test/1", "geometry_invalid"), (2, "test/2", "geometry_invalid")]
+    # a head that mostly failed: its committee waits for the rest of the pool instead
+    water_frames[4].positions[1] = water_frames[4].positions[0] + 0.05
+    jobs = [LabelJob([water_frames[i] for i in idx], _cfg(tmp_path)) for idx in (head, tail)]
+    assert [a.info["origin"] for a in collect_initial_head(*jobs, early)] == [
+        "test/0", "test/3", "test/5"]
+
+
 def test_hpc_config_builds_a_slurm_job_script(tmp_path):
     import yaml
 

@@ -165,6 +165,8 @@ def _pressures(v: Any) -> str | None:
 RULES: tuple[tuple[str, Callable[[Any], str | None], str], ...] = (
     ("active_learning.n_iterations", POSITIVE_INT, "parameters_active_learning.yml"),
     ("active_learning.lookahead", _flag, "parameters_active_learning.yml"),
+    ("active_learning.early_first_batch", _number(0.0, 1.0, optional=True),
+     "parameters_active_learning.yml"),
     ("labeling", _known("reactive_al.oracles.labeling:LabelingConfig"),
      "parameters_labeling.yml"),
     ("labeling.scheduler", _scheduler, "parameters_labeling.yml"),
@@ -350,7 +352,9 @@ def _result_settings(params: Mapping[str, Any], system: Any = None) -> dict[str,
         block, *path = key.split(".")
         settings[block] = _without_null(settings.get(block), path)
     if get_path(params, "active_learning.lookahead", False):  # plain-loop folders keep theirs
-        settings["active_learning"] = {"lookahead": True}
+        early = get_path(params, "active_learning.early_first_batch", None)
+        settings["active_learning"] = {"lookahead": True,
+                                       **({"early_first_batch": early} if early else {})}
     return settings
 
 

@@ -17,8 +17,9 @@ from reactive_al.pipelines import (
 )
 
 #: What the registered pipelines were last built with: ``active_learning.n_iterations``,
-#: ``active_learning.lookahead`` and whether ``training.pretrain`` is set.
-BUILT_WITH: dict[str, int | bool] = {}
+#: ``active_learning.lookahead`` (and ``early_first_batch``), whether ``training.pretrain``
+#: is set.
+BUILT_WITH: dict[str, int | bool | float | None] = {}
 
 
 def _session_parameters() -> dict:
@@ -51,26 +52,36 @@ def _lookahead(params: dict) -> bool:
     return bool((params.get("active_learning") or {}).get("lookahead", False))
 
 
-def built_with(params: dict) -> dict[str, int | bool]:
-    """The parameters the ``active_learning`` pipeline's shape depends on."""
+def _early_first_batch(params: dict) -> float | None:
+    """``active_learning.early_first_batch`` where it applies (a pipelined loop), else None."""
+    early = (params.get("active_learning") or {}).get("early_first_batch")
+    return early if early and _lookahead(params) and _n_iterations(params) > 2 else None
+
+
+def built_with(params: dict) -> dict[str, int | bool | float | None]:
+    """The parameters the ``labeling`` and ``active_learning`` pipelines' shapes depend on."""
     return {"n_iterations": _n_iterations(params), "pretrain": _pretrain(params),
-            "lookahead": _lookahead(params)}
+            "lookahead": _lookahead(params), "early_first_batch": _early_first_batch(params)}
 
 
 def register_pipelines() -> dict[str, Pipeline]:
     """Register the project's pipelines; ``__default__`` runs a whole campaign."""
     params = _session_parameters()
     BUILT_WITH.update(built_with(params))
+    early = BUILT_WITH["early_first_batch"]
     pipes = {
         "data_engineering": data_engineering.create_pipeline(),
-        "labeling": labeling.create_pipeline(),
+        "labeling": labeling.create_pipeline(early),
         "training": training.create_pipeline(),
         "selection": selection.create_pipeline(),
         "evaluation": evaluation.create_pipeline(),
         "active_learning": active_learning.create_pipeline(**BUILT_WITH),
         "tuning": tuning.create_pipeline(),
     }
+    # the initial pool's last labels are collected once the first batch is under way
+    after = ("first_batch.label_job",) if early else ()
     pipes["__default__"] = (
-        pipes["data_engineering"] + pipes["labeling"] + pipes["active_learning"]
+        pipes["data_engineering"] + labeling.create_pipeline(early, after)
+        + pipes["active_learning"]
     )
     return pipes

@@ -9,7 +9,10 @@ With ``active_learning.lookahead`` the loop is pipelined one batch deep: iterati
 committee selects the batch *after* the one being labeled (which it has not seen), so the QM
 workers label batch k while committee k is trained, explores, selects batch k+1 and is
 evaluated. Iteration 0 selects the first two batches from its candidates; the last acquiring
-iteration only collects. The label budget is the same as without lookahead.
+iteration only collects. The label budget is the same as without lookahead. With
+``active_learning.early_first_batch`` the first batch is selected before iteration 0, by a
+committee trained on the head of the initial pool while its rest is labeled, so the QM
+workers never wait for the first committee either.
 """
 
 from __future__ import annotations
@@ -75,7 +78,21 @@ def iteration_template(iteration: int, acquire: bool, pretrained: bool = False) 
          "selection_stats", "selected", "label_failures"])
 
 
-def lookahead_template(iteration: int, select_next: bool, pretrained: bool = False) -> Pipeline:
+def first_batch_template(pretrained: bool = False) -> Pipeline:
+    """The first batch of ``active_learning.early_first_batch``, un-namespaced.
+
+    A committee trained on ``labeled_set`` (the initial pool's head, labeled first) explores,
+    selects the first batch (``selected``) and starts labeling it (``label_job``, queued
+    behind the rest of the initial pool), while that rest is labeled; iteration 0 collects
+    it as its pending batch.
+    """
+    return training_pipeline(pretrained=pretrained) + selection_pipeline() + Pipeline([
+        node(submit_frames, ["selected", *QM_PARAMS], "label_job", name="submit_selected"),
+    ])
+
+
+def lookahead_template(iteration: int, select_next: bool, pretrained: bool = False,
+                       early: bool = False) -> Pipeline:
     """One acquiring iteration of the pipelined loop (``active_learning.lookahead``), un-namespaced.
 
     It collects ``pending_job`` (the batch ``pending``, selected by the previous committee
@@ -83,7 +100,8 @@ def lookahead_template(iteration: int, select_next: bool, pretrained: bool = Fal
     trains the committee on ``labeled_set``, with ``select_next`` explores and selects the
     next batch away from the training set and the pending batch (``selected``), starts
     labeling it (``label_job``, queued behind the pending batch) and evaluates. Iteration 0
-    makes its own ``pending``: the first batch, from the same candidates.
+    makes its own ``pending``: the first batch, from the same candidates; with ``early`` it
+    collects that of :func:`first_batch_template` instead.
     """
     training = training_pipeline(previous_committee=iteration > 0, pretrained=pretrained,
                                  iteration=iteration)
@@ -92,7 +110,7 @@ def lookahead_template(iteration: int, select_next: bool, pretrained: bool = Fal
                             "params:selection"], ["pending", "pending_selection_stats"],
              name="select_first_batch"),
         node(submit_frames, ["pending", *QM_PARAMS], "pending_job", name="submit_first_batch"),
-    ]) if iteration == 0 else Pipeline([])
+    ]) if iteration == 0 and not early else Pipeline([])
     if not select_next:
         return training + evaluation_pipeline(after="pending_job") + _collect(
             iteration, "pending_job", ["evaluation_products"],
@@ -112,14 +130,16 @@ def lookahead_template(iteration: int, select_next: bool, pretrained: bool = Fal
 
 
 def create_pipeline(n_iterations: int = 5, pretrain: bool = False, lookahead: bool = False,
-                    **kwargs) -> Pipeline:
+                    early_first_batch: float | None = None, **kwargs) -> Pipeline:
     """``n_iterations`` namespaced iterations chained through ``labeled_set_{k}``.
 
     With ``pretrain`` (``training.pretrain`` set) the committee pre-trained on the cheap level
     before iteration 0 is where every iteration's training starts. With ``lookahead``
     (``active_learning.lookahead``) the acquiring iterations are pipelined one batch deep
     (:func:`lookahead_template`); with fewer than three iterations there is nothing to
-    pipeline and the loop is the plain one.
+    pipeline and the loop is the plain one. With ``early_first_batch`` as well
+    (``active_learning.early_first_batch``) iteration 0's first batch comes from a committee
+    trained on ``initial_head_set`` (namespace ``first_batch``).
     """
     if n_iterations < 1:
         raise ValueError("parameters_active_learning.yml: n_iterations must be >= 1")
@@ -127,12 +147,14 @@ def create_pipeline(n_iterations: int = 5, pretrain: bool = False, lookahead: bo
     for k in range(n_iterations):
         last = k == n_iterations - 1
         piped = lookahead and n_iterations > 2 and not last
-        template = (lookahead_template(k, select_next=k < n_iterations - 2, pretrained=pretrain)
+        template = (lookahead_template(k, select_next=k < n_iterations - 2, pretrained=pretrain,
+                                       early=bool(early_first_batch))
                     if piped else iteration_template(k, acquire=not last, pretrained=pretrain))
         params = {p.split(":", 1)[1] for p in template.inputs() if p.startswith("params:")}
         outputs = {} if last else {"next_labeled_set": f"labeled_set_{k + 1}"}
-        pending = {"pending": f"iter_{k - 1:02d}.selected",
-                   "pending_job": f"iter_{k - 1:02d}.label_job"} if piped and k else {}
+        before = f"iter_{k - 1:02d}" if k else "first_batch"
+        pending = {"pending": f"{before}.selected", "pending_job": f"{before}.label_job"} \
+            if piped and (k or early_first_batch) else {}
         iterations.append(Pipeline(
             template,
             namespace=f"iter_{k:02d}",
@@ -140,6 +162,7 @@ def create_pipeline(n_iterations: int = 5, pretrain: bool = False, lookahead: bo
                     "reference_path": "reference_path",
                     **({"md_seeds": "md_seeds"} if "md_seeds" in template.inputs() else {}),
                     **pending,
+
                     **({"previous_committee": f"iter_{k - 1:02d}.committee"} if k else {}),
                     **({"pretrained_committee": "pretrained_committee"} if pretrain else {})},
             outputs=outputs,
@@ -155,4 +178,10 @@ def create_pipeline(n_iterations: int = 5, pretrain: bool = False, lookahead: bo
              ["learning_curve", "params:system"], "campaign_report", name="campaign_report"),
     ])
     pre = training_pretraining() if pretrain else Pipeline([])
+    if early_first_batch and lookahead and n_iterations > 2:
+        first = first_batch_template(pretrain)
+        pre += Pipeline(first, namespace="first_batch", inputs={
+            "labeled_set": "initial_head_set", "md_seeds": "md_seeds",
+            **({"pretrained_committee": "pretrained_committee"} if pretrain else {})},
+            parameters={p.split(":", 1)[1] for p in first.inputs() if p.startswith("params:")})
     return pre + sum(iterations, Pipeline([])) + wrap_up
