@@ -49,6 +49,7 @@ def test_every_benchmark_method_sets_valid_parameters(params):
 @pytest.mark.parametrize(("key", "value", "expected"), [
     ("active_learning.n_iterations", 0, "integer >= 1"),
     ("active_learning.lookahead", "yes", "true or false"),
+    ("active_learning.early_first_batch", 1.5, "number > 0 and <= 1 (or null)"),
     ("selection.batch_size", -3, "positive integer"),
     ("labeling.n_workers", 0, "integer >= 1"),
     ("labeling.timeout_s", -1.0, "number > 0 (or null)"),
@@ -129,6 +130,10 @@ def test_the_lookahead_is_part_of_a_campaign_and_the_plain_loop_keeps_its_identi
     # the number of iterations is not: a campaign may be extended
     longer = campaign_identity(_with(params, "active_learning.n_iterations", 9), sn2)
     assert longer["campaign"] == ident[True]["campaign"]
+    # the early first batch is another campaign; unset, the lookahead's folders keep theirs
+    early = {v: campaign_identity(_with(params, "active_learning.early_first_batch", v), sn2)
+             for v in (None, 0.5)}
+    assert early[None]["campaign"] == ident[True]["campaign"] != early[0.5]["campaign"]
 
 
 def test_auto_baseline_is_xtb_for_dft_molecules_and_none_for_xtb_levels_and_crystals(params):

@@ -163,10 +163,9 @@ def _pressures(v: Any) -> str | None:
 
 #: (dotted key, check, parameters file) — a key absent from the parameters is not checked.
 RULES: tuple[tuple[str, Callable[[Any], str | None], str], ...] = (
-    ("active_learning.n_iterations", POSITIVE_INT, "parameters_active_learning.yml"),
-    ("active_learning.lookahead", _flag, "parameters_active_learning.yml"),
-    ("active_learning.early_first_batch", _number(0.0, 1.0, optional=True),
-     "parameters_active_learning.yml"),
+    *((f"active_learning.{key}", check, "parameters_active_learning.yml") for key, check in (
+        ("n_iterations", POSITIVE_INT), ("lookahead", _flag),
+        ("early_first_batch", _number(0, 1, optional=True)))),
     ("labeling", _known("reactive_al.oracles.labeling:LabelingConfig"),
      "parameters_labeling.yml"),
     ("labeling.scheduler", _scheduler, "parameters_labeling.yml"),
@@ -230,15 +229,11 @@ RULES: tuple[tuple[str, Callable[[Any], str | None], str], ...] = (
      "parameters_data_engineering.yml"),
     ("data_engineering.test.basins", _basins, "parameters_data_engineering.yml"),
     ("data_engineering.test.n_per_basin", POSITIVE_INT, "parameters_data_engineering.yml"),
-    ("data_engineering.test.basin_md", _basin_md, "parameters_data_engineering.yml"),
-    ("data_engineering.test.basin_md.temperatures_K", _temperatures,
-     "parameters_data_engineering.yml"),
-    ("data_engineering.test.basin_md.n_steps", POSITIVE_INT, "parameters_data_engineering.yml"),
-    ("data_engineering.test.basin_md.timestep_fs", POSITIVE, "parameters_data_engineering.yml"),
-    ("data_engineering.test.basin_md.friction_per_fs", _number(0.0, closed_low=True),
-     "parameters_data_engineering.yml"),
-    ("data_engineering.test.basin_md.relax_steps", COUNT, "parameters_data_engineering.yml"),
-    ("data_engineering.test.basin_md.relax_fmax", POSITIVE, "parameters_data_engineering.yml"),
+    *((f"data_engineering.test.basin_md{key}", check, "parameters_data_engineering.yml")
+      for key, check in (("", _basin_md), (".temperatures_K", _temperatures),
+                         (".n_steps", POSITIVE_INT), (".timestep_fs", POSITIVE),
+                         (".friction_per_fs", _number(0.0, closed_low=True)),
+                         (".relax_steps", COUNT), (".relax_fmax", POSITIVE))),
 )
 
 _MISSING = object()
@@ -304,8 +299,9 @@ def _check_baseline_is_cheaper(params: Mapping[str, Any]) -> None:
             "zero; use a cheaper baseline or none (null)")
 
 
-#: Parameter blocks whose values change a campaign's results (its identity, with the system).
+#: Parameter blocks (and active_learning keys) whose values change a campaign's results.
 RESULT_BLOCKS = ("data_engineering", "training", "selection")
+AL_RESULT_KEYS = ("lookahead", "early_first_batch")
 #: Where a root keeps the identity of what it holds (``make clean-campaign`` removes it).
 IDENTITY_FILE = "08_reporting/{what}_identity.json"
 
@@ -352,9 +348,8 @@ def _result_settings(params: Mapping[str, Any], system: Any = None) -> dict[str,
         block, *path = key.split(".")
         settings[block] = _without_null(settings.get(block), path)
     if get_path(params, "active_learning.lookahead", False):  # plain-loop folders keep theirs
-        early = get_path(params, "active_learning.early_first_batch", None)
-        settings["active_learning"] = {"lookahead": True,
-                                       **({"early_first_batch": early} if early else {})}
+        block = params["active_learning"]  # and the early first batch only where it is set
+        settings["active_learning"] = {k: block[k] for k in AL_RESULT_KEYS if block.get(k)}
     return settings
 
 

@@ -103,9 +103,9 @@ STAGES = {
 #: nodes that start a batch labeled in the background and wait for it: the batch's own record
 #: (stage ``qm_batch``) is its QM time; the driver's time in these nodes is waiting for the QM
 #: (``label_selected`` and ``label_initial_pool`` labeled in the foreground before the overlap
-#: was built)
+#: was built; ``label_initial_head`` waits for the head of ``active_learning.early_first_batch``)
 QM_DRIVER = {"submit_selected", "submit_first_batch", "label_selected", "submit_initial_pool",
-             "label_initial_pool"}
+             "label_initial_pool", "label_initial_head"}
 
 
 def _union(intervals: list[tuple[float, float]]) -> list[tuple[float, float]]:
