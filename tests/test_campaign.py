@@ -138,6 +138,12 @@ def test_committee_is_evaluated_while_its_batch_is_labeled(project):
     assert ("iter_01.submit_selected", "qm_batch") not in span  # the last one only evaluates
 
 
+#: the lookahead with iteration 0 selecting both first batches (the fixture's campaign has two
+#: iterations, too few to pipeline, so its labeling wrote no head of the initial pool)
+LOOKAHEAD = ("active_learning.lookahead=true,active_learning.n_iterations=3,"
+             "active_learning.early_first_batch=null")
+
+
 def test_lookahead_labels_the_next_batch_while_the_committee_trains(project, tmp_path):
     # active_learning.lookahead: iteration 0 selects two batches from its candidates, starts
     # the second before collecting the first; iteration 1 trains while that batch is labeled
@@ -150,7 +156,7 @@ def test_lookahead_labels_the_next_batch_while_the_committee_trains(project, tmp
     shutil.copytree(project, root, ignore=shutil.ignore_patterns("campaign_profile.jsonl"))
     profile = root / "profile.jsonl"
     result = kedro(root, "--pipelines", "active_learning", "--params",
-                   "active_learning.lookahead=true,active_learning.n_iterations=3",
+                   LOOKAHEAD,
                    env={"REACTIVE_AL_PROFILE": str(profile)})
     assert result.returncode == 0, result.stderr[-3000:]
     data = root / "data"
@@ -188,7 +194,7 @@ def test_lookahead_labels_the_next_batch_while_the_committee_trains(project, tmp
                  "06_models/committee.pt", "08_reporting/learning_curve.csv"):
         (data / name).unlink()
     again = kedro(root, "--pipelines", "active_learning", "--only-missing-outputs", "--params",
-                  "active_learning.lookahead=true,active_learning.n_iterations=3")
+                  LOOKAHEAD)
     assert again.returncode == 0, again.stderr[-3000:]
     assert kept.stat().st_mtime == mtime
     assert _frames(data / "03_primary/labeled_set_2.extxyz") == 16

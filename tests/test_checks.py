@@ -130,10 +130,16 @@ def test_the_lookahead_is_part_of_a_campaign_and_the_plain_loop_keeps_its_identi
     # the number of iterations is not: a campaign may be extended
     longer = campaign_identity(_with(params, "active_learning.n_iterations", 9), sn2)
     assert longer["campaign"] == ident[True]["campaign"]
-    # the early first batch is another campaign; unset, the lookahead's folders keep theirs
+    # the early first batch (the default) is another campaign; null, the folders made with
+    # the lookahead before it existed keep theirs
+    assert params["active_learning"]["early_first_batch"] == 0.5
     early = {v: campaign_identity(_with(params, "active_learning.early_first_batch", v), sn2)
-             for v in (None, 0.5)}
-    assert early[None]["campaign"] == ident[True]["campaign"] != early[0.5]["campaign"]
+             for v in (None, 0.25)}
+    no_early = copy.deepcopy(params)
+    del no_early["active_learning"]["early_first_batch"]
+    assert early[None]["campaign"] == campaign_identity(no_early, sn2)["campaign"]
+    assert len({json.dumps(i["campaign"], sort_keys=True)
+                for i in (early[None], early[0.25], ident[True])}) == 3
 
 
 def test_auto_baseline_is_xtb_for_dft_molecules_and_none_for_xtb_levels_and_crystals(params):
