@@ -153,7 +153,8 @@ def test_lookahead_labels_the_next_batch_while_the_committee_trains(project, tmp
     from reactive_al.selection.query import not_in_training
 
     root = tmp_path / "lookahead"
-    shutil.copytree(project, root, ignore=shutil.ignore_patterns("campaign_profile.jsonl"))
+    shutil.copytree(project, root, ignore=shutil.ignore_patterns("campaign_profile.jsonl",
+                                                                "campaign_identity.json"))
     profile = root / "profile.jsonl"
     result = kedro(root, "--pipelines", "active_learning", "--params",
                    LOOKAHEAD,
