@@ -228,8 +228,12 @@ def test_labeling_on_slurm_survives_scancel_and_resumes_from_the_cache(project):
     log2 = proc.communicate(timeout=240)[0]
     summary["run2_s"] = round(time.monotonic() - t0, 1)
     assert proc.returncode == 0, log2[-4000:]
-    assert f"labeling 2 structures ({N_INITIAL - 2} cache hits)" in log2
-    assert len(re.findall(r"labeling \d+ structures", log2)) == 1  # test pool: all cached
+    # the initial pool is labeled head first (active_learning.early_first_batch): the two
+    # lost labels may fall in either part; the test pool is all cached and not labeled
+    runs = [(int(n), int(hits)) for n, hits
+            in re.findall(r"labeling (\d+) structures \((\d+) cache hits\)", log2)]
+    assert sum(n for n, _ in runs) == 2, log2[-4000:]
+    assert sum(hits for _, hits in runs) == N_INITIAL - 2, runs
     relabeled = _labels(root)
     assert relabeled.keys() == labels.keys()
     assert all(abs(relabeled[k] - labels[k]) < 1e-6 for k in labels)
