@@ -165,6 +165,14 @@ def cache_labels(path: Path) -> dict[str, tuple]:
                 "ON t.id = s.id WHERE t.key = 'label_key'")}
 
 
+@pytest.fixture(scope="module")
+def project_params() -> dict:
+    """The shipped parameters (``conf/base``), loaded once per test module: copy before changing."""
+    from reactive_al.settings import load_parameters
+
+    return load_parameters(PROJECT_ROOT)
+
+
 @pytest.fixture(scope="session")
 def finished_campaign(tmp_path_factory) -> Path:
     """A finished tiny campaign (:data:`LOCAL_PARAMS`), run once per session: never modify it.

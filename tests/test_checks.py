@@ -18,11 +18,6 @@ from reactive_al.systems import SystemDefinitionError, load_system
 from .conftest import PROJECT_ROOT
 
 
-@pytest.fixture(scope="module")
-def params() -> dict:
-    return load_parameters(PROJECT_ROOT)
-
-
 def _with(params: dict, key: str, value) -> dict:
     from reactive_al.nested import set_path
 
@@ -31,19 +26,19 @@ def _with(params: dict, key: str, value) -> dict:
     return out
 
 
-def test_shipped_parameters_pass(params):
-    check_parameters(params)
+def test_shipped_parameters_pass(project_params):
+    check_parameters(project_params)
 
 
-def test_every_benchmark_method_sets_valid_parameters(params):
+def test_every_benchmark_method_sets_valid_parameters(project_params):
     """A method's overrides (``benchmark.methods.<m>.params``) on the defaults pass the checks."""
     from reactive_al.nested import deep_merge
 
-    methods = params["benchmark"]["methods"]
+    methods = project_params["benchmark"]["methods"]
     assert {"committee_delta_lookahead", "committee_delta_lookahead_warm"} <= set(methods)
     for name, method in methods.items():
         assert method.get("params"), name
-        check_parameters(deep_merge(params, method["params"]))
+        check_parameters(deep_merge(project_params, method["params"]))
 
 
 @pytest.mark.parametrize(("key", "value", "expected"), [
@@ -72,21 +67,21 @@ def test_every_benchmark_method_sets_valid_parameters(params):
     ("training", "fast", "must be a mapping of settings, got 'fast'"),
     ("selection.walkers", [300], "must be a mapping of settings"),
 ])
-def test_bad_parameter_is_one_line_naming_file_and_key(params, key, value, expected):
+def test_bad_parameter_is_one_line_naming_file_and_key(project_params, key, value, expected):
     with pytest.raises(ParameterError) as err:
-        check_parameters(_with(params, key, value))
+        check_parameters(_with(project_params, key, value))
     msg = str(err.value)
     assert "\n" not in msg and expected in msg
     assert msg.startswith("conf/base/parameters_") and key.split(".")[-1] in msg
 
 
-def test_null_timeout_and_broken_search_space(params):
-    check_parameters(_with(params, "labeling.timeout_s", None))
+def test_null_timeout_and_broken_search_space(project_params):
+    check_parameters(_with(project_params, "labeling.timeout_s", None))
     for address in ("tcp://10.0.0.1:8786", "tls://node:8786", "node7:8786", "slurm"):
-        check_parameters(_with(params, "labeling.scheduler", address))
+        check_parameters(_with(project_params, "labeling.scheduler", address))
     space = {"selection.batch_size": {"type": "int", "low": 8, "high": 2}}
     with pytest.raises(ParameterError, match="parameters_tuning.yml: .*low < high"):
-        check_parameters(_with(params, "tuning.search_space", space))
+        check_parameters(_with(project_params, "tuning.search_space", space))
 
 
 def test_misspelt_functional_is_caught_before_any_scf(tmp_path):
@@ -98,72 +93,75 @@ def test_misspelt_functional_is_caught_before_any_scf(tmp_path):
     assert "unknown method 'b3lpy'" in str(err.value) and "did you mean b3lyp" in str(err.value)
 
 
-def test_identity_is_recorded_then_guards_the_folder(tmp_path, params):
-    sn2 = load_system("sn2_cl_ch3cl", params["systems"], PROJECT_ROOT)
-    h3 = load_system("h3_exchange", params["systems"], PROJECT_ROOT)
-    ident = campaign_identity(params, sn2)
+def test_identity_is_recorded_then_guards_the_folder(tmp_path, project_params):
+    sn2 = load_system("sn2_cl_ch3cl", project_params["systems"], PROJECT_ROOT)
+    h3 = load_system("h3_exchange", project_params["systems"], PROJECT_ROOT)
+    ident = campaign_identity(project_params, sn2)
     check_identity(str(tmp_path), ident["data"], "data")
     check_identity(str(tmp_path), ident["data"], "data")  # same: fine
     stored = json.loads((tmp_path / "08_reporting/data_identity.json").read_text())
     assert stored["system"] == "sn2_cl_ch3cl"
     with pytest.raises(ParameterError) as err:
-        check_identity(str(tmp_path), campaign_identity(params, h3)["data"], "data")
+        check_identity(str(tmp_path), campaign_identity(project_params, h3)["data"], "data")
     msg = str(err.value)
     assert "'sn2_cl_ch3cl'" in msg and "level_of_theory" in msg and "data_root=" in msg
     assert "make clean-campaign" in msg and "\n" not in msg
     # another query setting is another campaign, the same system's data is still its data
-    other = campaign_identity(_with(params, "selection.strategy", "random"), sn2)
+    other = campaign_identity(_with(project_params, "selection.strategy", "random"), sn2)
     assert other["data"] == ident["data"] and other["campaign"] != ident["campaign"]
 
 
-def test_the_lookahead_is_part_of_a_campaign_and_the_plain_loop_keeps_its_identity(params):
+def test_the_lookahead_is_part_of_a_campaign_and_the_plain_loop_keeps_its_identity(project_params):
     """A plain-loop folder made before the lookahead became the default is not resumed by it."""
-    sn2 = load_system("sn2_cl_ch3cl", params["systems"], PROJECT_ROOT)
-    assert params["active_learning"]["lookahead"] is True  # the default
-    ident = {v: campaign_identity(_with(params, "active_learning.lookahead", v), sn2)
+    sn2 = load_system("sn2_cl_ch3cl", project_params["systems"], PROJECT_ROOT)
+    assert project_params["active_learning"]["lookahead"] is True  # the default
+    ident = {v: campaign_identity(_with(project_params, "active_learning.lookahead", v), sn2)
              for v in (True, False)}
-    no_key = copy.deepcopy(params)
+    no_key = copy.deepcopy(project_params)
     del no_key["active_learning"]["lookahead"]
     assert ident[True]["campaign"] != ident[False]["campaign"]
     assert ident[False]["campaign"] == campaign_identity(no_key, sn2)["campaign"]
     assert ident[True]["data"] == ident[False]["data"]
     # the number of iterations is not: a campaign may be extended
-    longer = campaign_identity(_with(params, "active_learning.n_iterations", 9), sn2)
+    longer = campaign_identity(_with(project_params, "active_learning.n_iterations", 9), sn2)
     assert longer["campaign"] == ident[True]["campaign"]
     # the early first batch (the default) is another campaign; null, the folders made with
     # the lookahead before it existed keep theirs
-    assert params["active_learning"]["early_first_batch"] == 0.5
-    early = {v: campaign_identity(_with(params, "active_learning.early_first_batch", v), sn2)
-             for v in (None, 0.25)}
-    no_early = copy.deepcopy(params)
+    assert project_params["active_learning"]["early_first_batch"] == 0.5
+    early = {v: campaign_identity(
+        _with(project_params, "active_learning.early_first_batch", v), sn2)
+        for v in (None, 0.25)}
+    no_early = copy.deepcopy(project_params)
     del no_early["active_learning"]["early_first_batch"]
     assert early[None]["campaign"] == campaign_identity(no_early, sn2)["campaign"]
     assert len({json.dumps(i["campaign"], sort_keys=True)
                 for i in (early[None], early[0.25], ident[True])}) == 3
 
 
-def test_auto_baseline_is_xtb_for_dft_molecules_and_none_for_xtb_levels_and_crystals(params):
+def test_auto_baseline_is_xtb_for_dft_molecules_and_none_for_xtb_levels_and_crystals(
+        project_params):
     from reactive_al.models.baseline import resolve_baseline
 
-    sn2 = load_system("sn2_cl_ch3cl", params["systems"], PROJECT_ROOT)
-    argon = load_system("argon_fcc", params["systems"], PROJECT_ROOT)
+    sn2 = load_system("sn2_cl_ch3cl", project_params["systems"], PROJECT_ROOT)
+    argon = load_system("argon_fcc", project_params["systems"], PROJECT_ROOT)
     xtb_level = load_system("sn2_cl_ch3cl", {"sn2_cl_ch3cl": {
-        **params["systems"]["sn2_cl_ch3cl"], "level_of_theory": {"program": "xtb"}}},
+        **project_params["systems"]["sn2_cl_ch3cl"], "level_of_theory": {"program": "xtb"}}},
         PROJECT_ROOT)
-    assert params["training"]["baseline"] == "auto"  # the default
+    assert project_params["training"]["baseline"] == "auto"  # the default
     assert resolve_baseline("auto", sn2.level, False) == "xtb"
     assert resolve_baseline("auto", xtb_level.level, False) is None
     assert resolve_baseline("auto", argon.level, True) is None
     assert resolve_baseline(None, sn2.level, False) is None  # explicit choices stay
     # the identity holds what is computed: auto is xtb on SN2, and none on a crystal (so a
     # crystal campaign made before auto keeps its identity)
-    ident = {b: campaign_identity(_with(params, "training.baseline", b), sn2)["campaign"]
+    ident = {b: campaign_identity(_with(project_params, "training.baseline", b), sn2)["campaign"]
              for b in ("auto", "xtb", None)}
     assert ident["auto"] == ident["xtb"] != ident[None]
-    crystal = {b: campaign_identity(_with(params, "training.baseline", b), argon)["campaign"]
-               for b in ("auto", None)}
+    crystal = {b: campaign_identity(
+        _with(project_params, "training.baseline", b), argon)["campaign"]
+        for b in ("auto", None)}
     assert crystal["auto"] == crystal[None]
-    check_parameters(_with(params, "training.baseline", "auto"))  # a valid value
+    check_parameters(_with(project_params, "training.baseline", "auto"))  # a valid value
 
 
 def _frames(n: int) -> list[Atoms]:

@@ -231,15 +231,6 @@ def test_a_baseline_at_the_systems_own_level_stops_with_one_line():
         check_parameters({"training": {"pretrain": {"pool": 3}}})
 
 
-@pytest.fixture(scope="module")
-def project_params():
-    from reactive_al.settings import load_parameters
-
-    from .conftest import PROJECT_ROOT
-
-    return load_parameters(PROJECT_ROOT)
-
-
 def _sn2_frames(systems) -> list:
     from reactive_al.systems import load_system
 
