@@ -38,6 +38,18 @@ def _frames(path: Path) -> int:
     return len(read(path, index=":"))
 
 
+def _spans(profile: Path) -> dict[tuple[str, str], tuple[float, float]]:
+    """(node, stage) → (start, end) of a ``REACTIVE_AL_PROFILE`` file, in seconds."""
+    records = [json.loads(line) for line in profile.read_text().splitlines()]
+    return {(r["node"], r["stage"]): (r["start"], r["start"] + r["seconds"]) for r in records}
+
+
+def _assert_in_order(span: dict, *pairs: tuple[str, str]) -> None:
+    """Each (earlier, later) pair of nodes: ``earlier`` ended before ``later`` began (10 ms)."""
+    for earlier, later in pairs:
+        assert span[(earlier, "node")][1] <= span[(later, "node")][0] + 0.01, (earlier, later)
+
+
 def test_reference_path_is_a_converged_qm_climbing_image_neb(project):
     from ase.io import read
 
@@ -172,16 +184,12 @@ def test_lookahead_labels_the_next_batch_while_the_committee_trains(project, tmp
     assert sorted(a.info["origin"] for a in collected) == sorted(
         a.info["origin"] for a in second)
     assert not (data / "05_model_input/iter_01/selected.extxyz").exists()
-    records = [json.loads(line) for line in profile.read_text().splitlines()]
-    span = {(r["node"], r["stage"]): (r["start"], r["start"] + r["seconds"]) for r in records}
-    tol = 0.01
-    assert span[("iter_00.submit_first_batch", "node")][1] <= span[
-        ("iter_00.submit_selected", "node")][0] + tol
-    assert span[("iter_00.submit_selected", "node")][1] <= span[
-        ("iter_00.label_selected", "node")][0] + tol
+    span = _spans(profile)
+    _assert_in_order(span, ("iter_00.submit_first_batch", "iter_00.submit_selected"),
+                     ("iter_00.submit_selected", "iter_00.label_selected"))
     # the second batch was under way before iteration 1 began training
     assert span[("iter_00.submit_selected", "qm_batch")][0] <= span[
-        ("iter_01.train_committee", "node")][0] + tol
+        ("iter_01.train_committee", "node")][0] + 0.01
     curve = json.loads((data / "08_reporting/iter_01/summary.json").read_text())
     assert curve["n_labels"] == 12 and curve["labeling/n_new"] == 4
     # killed in iteration 1 (its batch was being labeled in memory): the resumed run starts
@@ -238,16 +246,10 @@ def test_early_first_batch_is_selected_while_the_initial_pool_is_labeled(project
     assert sorted(a.info["origin"] for a in collected) == sorted(a.info["origin"] for a in first)
     sizes = [_frames(data / f"03_primary/labeled_set_{k}.extxyz") for k in range(3)]
     assert sizes == [8, 12, 16]
-    records = [json.loads(line) for line in profile.read_text().splitlines()]
-    span = {(r["node"], r["stage"]): (r["start"], r["start"] + r["seconds"]) for r in records}
-    tol = 0.01
     # the first batch was under way before the initial pool was collected
-    assert span[("label_initial_head", "node")][1] <= span[
-        ("first_batch.train_committee", "node")][0] + tol
-    assert span[("first_batch.submit_selected", "node")][1] <= span[
-        ("label_initial_pool", "node")][0] + tol
-    assert span[("label_initial_pool", "node")][1] <= span[
-        ("iter_00.train_committee", "node")][0] + tol
+    _assert_in_order(_spans(profile), ("label_initial_head", "first_batch.train_committee"),
+                     ("first_batch.submit_selected", "label_initial_pool"),
+                     ("label_initial_pool", "iter_00.train_committee"))
 
 
 def test_resume_reruns_only_missing_iterations(project):

@@ -145,7 +145,7 @@ def summarize(records: list[dict], process_wall: float) -> dict:
         node = r["node"] or ""
         ns, _, base = node.rpartition(".")
         span = (r["start"], r["start"] + r["seconds"])
-        it = int(ns.split(".")[0][5:]) if ns.startswith("iter_") else None  # iter_00.head: 0
+        it = int(ns[5:]) if ns.startswith("iter_") else None
         if r["stage"].startswith(("load:", "save:")):
             in_nodes += r["seconds"]  # outside the node's own time, but not Kedro's overhead
             totals["dataset_io"] += r["seconds"]

@@ -129,6 +129,11 @@ def lookahead_template(iteration: int, select_next: bool, pretrained: bool = Fal
          "selection_stats", "pending", "label_failures"])
 
 
+def _parameters(pipe: Pipeline) -> set[str]:
+    """The parameters ``pipe`` reads (``params:x`` → ``x``): shared by every namespace."""
+    return {p.split(":", 1)[1] for p in pipe.inputs() if p.startswith("params:")}
+
+
 def create_pipeline(n_iterations: int = 5, pretrain: bool = False, lookahead: bool = False,
                     early_first_batch: float | None = None, **kwargs) -> Pipeline:
     """``n_iterations`` namespaced iterations chained through ``labeled_set_{k}``.
@@ -143,18 +148,19 @@ def create_pipeline(n_iterations: int = 5, pretrain: bool = False, lookahead: bo
     """
     if n_iterations < 1:
         raise ValueError("parameters_active_learning.yml: n_iterations must be >= 1")
+    pipelined = lookahead and n_iterations > 2
+    early = pipelined and bool(early_first_batch)
     iterations = []
     for k in range(n_iterations):
         last = k == n_iterations - 1
-        piped = lookahead and n_iterations > 2 and not last
+        piped = pipelined and not last
         template = (lookahead_template(k, select_next=k < n_iterations - 2, pretrained=pretrain,
-                                       early=bool(early_first_batch))
+                                       early=early)
                     if piped else iteration_template(k, acquire=not last, pretrained=pretrain))
-        params = {p.split(":", 1)[1] for p in template.inputs() if p.startswith("params:")}
         outputs = {} if last else {"next_labeled_set": f"labeled_set_{k + 1}"}
         before = f"iter_{k - 1:02d}" if k else "first_batch"
         pending = {"pending": f"{before}.selected", "pending_job": f"{before}.label_job"} \
-            if piped and (k or early_first_batch) else {}
+            if piped and (k or early) else {}
         iterations.append(Pipeline(
             template,
             namespace=f"iter_{k:02d}",
@@ -162,11 +168,10 @@ def create_pipeline(n_iterations: int = 5, pretrain: bool = False, lookahead: bo
                     "reference_path": "reference_path",
                     **({"md_seeds": "md_seeds"} if "md_seeds" in template.inputs() else {}),
                     **pending,
-
                     **({"previous_committee": f"iter_{k - 1:02d}.committee"} if k else {}),
                     **({"pretrained_committee": "pretrained_committee"} if pretrain else {})},
             outputs=outputs,
-            parameters=params,
+            parameters=_parameters(template),
         ))
     ns_last = f"iter_{n_iterations - 1:02d}"
     wrap_up = Pipeline([
@@ -178,10 +183,10 @@ def create_pipeline(n_iterations: int = 5, pretrain: bool = False, lookahead: bo
              ["learning_curve", "params:system"], "campaign_report", name="campaign_report"),
     ])
     pre = training_pretraining() if pretrain else Pipeline([])
-    if early_first_batch and lookahead and n_iterations > 2:
+    if early:
         first = first_batch_template(pretrain)
         pre += Pipeline(first, namespace="first_batch", inputs={
             "labeled_set": "initial_head_set", "md_seeds": "md_seeds",
             **({"pretrained_committee": "pretrained_committee"} if pretrain else {})},
-            parameters={p.split(":", 1)[1] for p in first.inputs() if p.startswith("params:")})
+            parameters=_parameters(first))
     return pre + sum(iterations, Pipeline([])) + wrap_up

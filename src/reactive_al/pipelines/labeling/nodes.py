@@ -62,8 +62,8 @@ def initial_split(n_frames: int, early_first_batch: float | None) -> tuple[list[
     if not early_first_batch or n_frames < 2:
         return list(range(n_frames)), []
     n_head = min(n_frames - 1, max(1, round(early_first_batch * n_frames)))
-    head = sorted({i * n_frames // n_head for i in range(n_head)})
-    return head, [i for i in range(n_frames) if i not in set(head)]
+    head = {i * n_frames // n_head for i in range(n_head)}
+    return sorted(head), [i for i in range(n_frames) if i not in head]
 
 
 def submit_initial_pool(
